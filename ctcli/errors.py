@@ -1,0 +1,55 @@
+"""Error types and the exit codes they map to (the mapping itself lives in the CLI layer)."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitStatus(IntEnum):
+    OK = 0
+    EVENTS_FAILED = 1
+    USAGE = 2
+    CREDENTIALS_REFUSED = 3
+    INTERNAL = 4
+    INTERRUPTED = 130
+
+
+class CtcliError(Exception):
+    """An expected failure: printed as one line, mapped to `exit_status`."""
+
+    exit_status: ExitStatus = ExitStatus.USAGE
+
+
+class ConfigError(CtcliError):
+    """Missing or bad configuration: profile, credentials, region, config file."""
+
+
+class UsageError(CtcliError):
+    """A bad combination of options or arguments."""
+
+
+class InputError(CtcliError):
+    """An input file that cannot be opened or read at all."""
+
+
+class TriggerSyntaxError(ConfigError):
+    """A trigger expression that does not parse; `position` is 0-based in `text`."""
+
+    def __init__(self, message: str, text: str, position: int) -> None:
+        super().__init__(f"{message} at position {position + 1} of trigger {text!r}")
+        self.text = text
+        self.position = position
+
+
+class StateLocked(CtcliError):
+    """Another run holds the --state file."""
+
+
+class CredentialsRejected(CtcliError):
+    """CleverTap answered 401/403: the project id or passcode is wrong."""
+
+    exit_status = ExitStatus.CREDENTIALS_REFUSED
+
+
+class Unreachable(CtcliError):
+    """CleverTap could not be asked: network error, timeout or 5xx after retries."""

@@ -1,0 +1,61 @@
+"""The data that travels between stages: input items, actions, statuses and results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class Status(StrEnum):
+    OK = "ok"
+    FAILED = "failed"
+    INVALID = "invalid"
+    SKIPPED = "skipped"
+    DRY_RUN = "dry-run"
+
+
+class Action(StrEnum):
+    UPLOAD = "upload"
+    DELETE = "delete"
+
+
+@dataclass(slots=True)
+class InputItem:
+    """One item read from a source: an event, or the reason it could not be one."""
+
+    source: str  # the file as given, "-" for stdin, "args" for the command line
+    line: int  # 1-based line (NDJSON) or 1-based item position (JSON array / batch envelope)
+    event: dict[str, Any] | None  # the parsed event; None when `error` is set
+    error: str | None = None  # why this item is not an event (bad JSON, not an object, ...)
+    raw: str | None = None  # the raw text of a bad item, kept for the --failed file
+    end_offset: int | None = None  # NDJSON only: byte offset just past this line
+    only_action: str | None = None  # set when unwrapped from a --failed line: redo just this
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """The outcome of one event for one action: what every output format prints."""
+
+    source: str
+    line: int
+    type: str | None
+    event: str | None
+    action: str | None
+    identity: str | None
+    status: Status
+    code: int | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "line": self.line,
+            "type": self.type,
+            "event": self.event,
+            "action": self.action,
+            "identity": self.identity,
+            "status": str(self.status),
+            "code": self.code,
+            "error": self.error,
+        }
