@@ -11,12 +11,44 @@ import sys
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
 
 from ctcli import __version__
 from ctcli.cli_configure import configure
 from ctcli.errors import CtcliError, ExitStatus
 
+
+class _ErrorMappingGroup(TyperGroup):
+    """Turns expected errors into one stderr line and their exit code, for every command.
+
+    Doing it here (not only in `main`) means CliRunner tests see the same behaviour as users.
+    """
+
+    def invoke(self, ctx: typer.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except CtcliError as exc:
+            error_line(str(exc))
+            raise typer.Exit(int(exc.exit_status)) from None
+        except (typer.Exit, typer.Abort, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:
+            if os.environ.get("CTCLI_DEBUG") == "1" or _is_usage_error(exc):
+                raise
+            error_line(
+                f"internal error: {type(exc).__name__}: {exc} "
+                "(set CTCLI_DEBUG=1 to see the traceback)"
+            )
+            raise typer.Exit(int(ExitStatus.INTERNAL)) from None
+
+
+def _is_usage_error(exc: Exception) -> bool:
+    # Typer's vendored click raises its own usage/parameter errors through invoke; let them pass.
+    return type(exc).__module__.startswith("typer._click") or hasattr(exc, "exit_code")
+
+
 app = typer.Typer(
+    cls=_ErrorMappingGroup,
     name="ctcli",
     help="Send Segment-style events to CleverTap: upload, delete and replay user profiles.",
     no_args_is_help=True,
@@ -50,12 +82,24 @@ app.command("configure")(configure)
 
 @app.command("sandbox")
 def sandbox_command(
-    port: Annotated[int, typer.Option("--port", help="TCP port on 127.0.0.1 (0: any free one).")] = 8080,
+    port: Annotated[
+        int, typer.Option("--port", help="TCP port on 127.0.0.1 (0: any free one).")
+    ] = 8080,
+    project_id: Annotated[
+        str, typer.Option("--project-id", help="Account id the sandbox accepts.")
+    ] = "sandbox",
+    latency: Annotated[
+        float, typer.Option("--latency", help="Seconds added to every answer (testing).")
+    ] = 0.0,
 ) -> None:
-    """Run the local CleverTap-compatible API until Ctrl-C."""
+    """Run the local CleverTap-compatible API until Ctrl-C.
+
+    It accepts the passcode in CTCLI_SANDBOX_PASSCODE (default "sandbox").
+    """
     from ctcli.sandbox import serve
 
-    serve(port=port, out=sys.stderr)
+    passcode = os.environ.get("CTCLI_SANDBOX_PASSCODE", "sandbox")
+    serve(port=port, project_id=project_id, passcode=passcode, latency=latency, out=sys.stdout)
 
 
 def error_line(message: str) -> None:

@@ -59,3 +59,14 @@ class Result:
             "code": self.code,
             "error": self.error,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class FieldMapping:
+    """Where an action finds its fields in an event (Segment's "mappings")."""
+
+    identity: str = "userId"  # dotted path of the CleverTap identity
+    created_at: str = "timestamp"  # dotted path of the profile's Created At
+    attributes: str | None = None  # dotted path of Person Attributes; None: traits, else properties
+    raw_traits: bool = False  # True: send traits as they are, without Segment-to-CleverTap keys
+    convert_timestamps: bool = True  # ISO-8601 attribute values become epoch seconds
