@@ -8,6 +8,18 @@ exception (which holds the request) is not chained into tracebacks.
 
 from __future__ import annotations
 
+import email.utils
+import math
+import random
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any, NoReturn
+
 import httpx
 import orjson
 
@@ -22,6 +34,474 @@ USER_AGENT = f"ctcli/{__version__}"
 
 # Bodies CleverTap may echo are not ours to trust with unbounded size in a one-line message.
 _MAX_REASON_CHARS = 300
+
+
+MAX_CONCURRENCY = 15  # CleverTap's concurrent-request ceiling per account
+UNREADABLE_ANSWER = "unreadable answer from CleverTap"
+
+# Statuses worth asking again: the server was busy, overloaded or briefly away. 501 and 505
+# say the server will never handle this request, so asking again cannot help.
+_RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504}) | frozenset(range(506, 600))
+_RETRYABLE_TRANSPORT_ERRORS = (
+    httpx.TimeoutException,
+    httpx.NetworkError,
+    httpx.RemoteProtocolError,
+)
+_RECORD_NUMBER = re.compile(r"record\s+number\s*:?\s*(\d+)", re.IGNORECASE)
+_IDENTITY_KEYS = ("identity", "objectId", "FBID", "GPID", "guid")
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Where and how to talk to CleverTap; the passcode never shows in repr() or str()."""
+
+    base_url: str
+    project_id: str
+    passcode: str = field(repr=False)
+    timeout: float = 10.0  # seconds, per request
+    max_retries: int = 5  # retries of one request after its first attempt
+    concurrency: int = 4  # requests in flight at most, 1..15
+    max_total_seconds: float = 120.0  # per batch, across all its attempts and waits
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+    retry_after_cap: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.concurrency <= MAX_CONCURRENCY:
+            raise ValueError(f"concurrency must be 1..{MAX_CONCURRENCY}, not {self.concurrency}")
+        if self.max_retries < 0:
+            raise ValueError(f"max_retries must be 0 or more, not {self.max_retries}")
+        if not self.timeout > 0:
+            raise ValueError(f"timeout must be more than 0 seconds, not {self.timeout}")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one record (or identity) sent to CleverTap."""
+
+    ok: bool
+    code: int | None = None
+    error: str | None = None
+
+
+_OK = Outcome(ok=True)
+
+
+class _Signal(Enum):
+    SUCCESS = "success"
+    THROTTLED = "throttled"
+    OTHER = "other"
+
+
+class _AdaptiveLimiter:
+    """Gates requests: at most `limit` in flight; 429 halves the limit, successes win it back.
+
+    The ceiling of 15 concurrent requests is shared by everything using the account, so a 429
+    means someone else holds part of it right now: back off quickly, creep back slowly.
+    """
+
+    def __init__(self, ceiling: int, raise_after: int = 20) -> None:
+        self._cond = threading.Condition()
+        self._ceiling = ceiling
+        self._raise_after = raise_after
+        self._limit = ceiling
+        self._in_flight = 0
+        self._peak = 0
+        self._streak = 0
+        # Bumped on every decrease: a 429 for a request sent before the last decrease was
+        # already answered by it, so a burst of 429s from one wave halves the limit once.
+        self._generation = 0
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    @property
+    def peak(self) -> int:
+        return self._peak
+
+    def acquire(self) -> int:
+        with self._cond:
+            while self._in_flight >= self._limit:
+                self._cond.wait()
+            self._in_flight += 1
+            if self._in_flight > self._peak:
+                self._peak = self._in_flight
+            return self._generation
+
+    def release(self, generation: int, signal: _Signal) -> None:
+        with self._cond:
+            self._in_flight -= 1
+            if signal is _Signal.THROTTLED:
+                self._streak = 0
+                if generation == self._generation and self._limit > 1:
+                    self._limit = max(1, self._limit // 2)
+                    self._generation += 1
+            elif signal is _Signal.SUCCESS:
+                self._streak += 1
+                if self._streak >= self._raise_after:
+                    self._streak = 0
+                    self._limit = min(self._ceiling, self._limit + 1)
+            self._cond.notify_all()
+
+
+class CleverTapClient:
+    """Uploads and deletes CleverTap profiles; safe to share between threads.
+
+    One pooled keep-alive HTTP/1.1 connection set per client; every request passes the adaptive
+    limiter; retryable failures are retried with capped exponential backoff and full jitter.
+    """
+
+    def __init__(
+        self,
+        settings: ClientSettings,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        random: Callable[[], float] = random.random,
+    ) -> None:
+        self._settings = settings
+        self._base = _normalise_base_url(settings.base_url)
+        self._upload_url = self._base + UPLOAD_PATH
+        self._delete_url = self._base + DELETE_PATH
+        self._sleep = sleep
+        self._clock = clock
+        self._random = random
+        self._limiter = _AdaptiveLimiter(settings.concurrency)
+        self._lock = threading.Lock()
+        self._requests = 0
+        self._retries = 0
+        self._rejection: str | None = None
+        self._http = httpx.Client(
+            headers=_request_headers(settings.project_id, settings.passcode),
+            timeout=httpx.Timeout(settings.timeout),
+            limits=httpx.Limits(
+                max_connections=settings.concurrency,
+                max_keepalive_connections=settings.concurrency,
+            ),
+            http1=True,
+            http2=False,
+            follow_redirects=False,
+            transport=transport,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"CleverTapClient(base_url={self._base!r}, "
+            f"project_id={self._settings.project_id!r}, concurrency={self._settings.concurrency})"
+        )
+
+    def __enter__(self) -> CleverTapClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._http.close()
+
+    @property
+    def requests(self) -> int:
+        """HTTP requests sent so far, retries included."""
+        return self._requests
+
+    @property
+    def retries(self) -> int:
+        """Requests sent again after a retryable failure."""
+        return self._retries
+
+    @property
+    def peak_in_flight(self) -> int:
+        """The most requests that were ever in flight at once."""
+        return self._limiter.peak
+
+    @property
+    def limit(self) -> int:
+        """How many requests may be in flight right now (lowered by 429s)."""
+        return self._limiter.limit
+
+    @property
+    def rejected(self) -> bool:
+        """True once CleverTap refused the credentials; nothing more is sent after that."""
+        return self._rejection is not None
+
+    def upload(self, records: list[dict[str, Any]]) -> list[Outcome]:
+        """Upload profile records in one request (split only to isolate a bad record).
+
+        Returns one Outcome per record, in order. Raises CredentialsRejected on 401/403.
+        """
+        self._refuse_if_rejected()
+        if len(records) > MAX_UPLOAD_RECORDS:
+            raise ValueError(
+                f"CleverTap takes at most {MAX_UPLOAD_RECORDS} records per upload, "
+                f"not {len(records)}"
+            )
+        return self._send(self._upload_url, "d", records)
+
+    def delete(self, identities: list[str]) -> list[Outcome]:
+        """Delete the profiles with these identities in one request.
+
+        Returns one Outcome per identity, in order. Raises CredentialsRejected on 401/403.
+        """
+        self._refuse_if_rejected()
+        if len(identities) > MAX_DELETE_IDENTITIES:
+            raise ValueError(
+                f"CleverTap deletes at most {MAX_DELETE_IDENTITIES} identities per request, "
+                f"not {len(identities)}"
+            )
+        return self._send(self._delete_url, "identity", identities)
+
+    def _send(self, url: str, key: str, items: list[Any]) -> list[Outcome]:
+        if not items:
+            return []
+        try:
+            body = orjson.dumps({key: items})
+        except orjson.JSONEncodeError:
+            return self._send_encodable(url, key, items)
+        reply = self._exchange(url, body)
+        if isinstance(reply, Outcome):
+            return [reply] * len(items)
+        status = reply.status_code
+        if 200 <= status < 300:
+            return outcomes_from_answer(reply.content, items)
+        if status == 400 and len(items) > 1:
+            # One bad record makes CleverTap refuse the whole body: halve until it stands alone.
+            middle = len(items) // 2
+            return self._send(url, key, items[:middle]) + self._send(url, key, items[middle:])
+        if 300 <= status < 400:
+            error = f"{_status_text(status)} (redirects are not followed)"
+        else:
+            error = _answer_error_text(reply.content) or _status_text(status)
+        return [Outcome(ok=False, code=status, error=error)] * len(items)
+
+    def _send_encodable(self, url: str, key: str, items: list[Any]) -> list[Outcome]:
+        """Fail the items JSON cannot carry, and send the rest."""
+        outcomes: list[Outcome | None] = [None] * len(items)
+        sendable: list[int] = []
+        for index, item in enumerate(items):
+            try:
+                orjson.dumps(item)
+            except orjson.JSONEncodeError as exc:
+                outcomes[index] = Outcome(ok=False, error=f"cannot be sent as JSON: {exc}")
+            else:
+                sendable.append(index)
+        sent = self._send(url, key, [items[index] for index in sendable])
+        for index, outcome in zip(sendable, sent, strict=True):
+            outcomes[index] = outcome
+        return [outcome or _OK for outcome in outcomes]
+
+    def _exchange(self, url: str, body: bytes) -> httpx.Response | Outcome:
+        """Send one body until it gets a final answer, or give up and say why."""
+        settings = self._settings
+        started = self._clock()
+        attempt = 0
+        while True:
+            self._refuse_if_rejected()
+            response, failure, retryable = self._attempt(url, body)
+            retry_after: float | None = None
+            if response is not None:
+                status = response.status_code
+                if status in (401, 403):
+                    self._reject(response)
+                if status not in _RETRYABLE_STATUSES:
+                    return response
+                code: int | None = status
+                failure = _status_text(status)
+                retry_after = _retry_after_seconds(response)
+            else:
+                code = None
+            tries = attempt + 1
+            delay = self._backoff(attempt, retry_after)
+            if (
+                not retryable
+                or attempt >= settings.max_retries
+                or self._clock() - started + delay > settings.max_total_seconds
+            ):
+                plural = "attempt" if tries == 1 else "attempts"
+                return Outcome(ok=False, code=code, error=f"{failure} after {tries} {plural}")
+            with self._lock:
+                self._retries += 1
+            self._sleep(delay)
+            attempt += 1
+
+    def _attempt(self, url: str, body: bytes) -> tuple[httpx.Response | None, str, bool]:
+        """One request through the limiter: (answer, or why there was none, worth retrying)."""
+        generation = self._limiter.acquire()
+        signal = _Signal.OTHER
+        try:
+            with self._lock:
+                self._requests += 1
+            try:
+                response = self._http.post(url, content=body)
+            except httpx.TransportError as exc:
+                reason = (
+                    f"cannot reach {self._base}: {_transport_reason(exc, self._settings.timeout)}"
+                )
+                retryable = isinstance(exc, _RETRYABLE_TRANSPORT_ERRORS)
+                return None, _scrub(reason, self._settings.passcode), retryable
+            except httpx.DecodingError:
+                return None, UNREADABLE_ANSWER, False
+            if response.status_code == 429:
+                signal = _Signal.THROTTLED
+            elif response.is_success:
+                signal = _Signal.SUCCESS
+            return response, "", True
+        finally:
+            self._limiter.release(generation, signal)
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        settings = self._settings
+        # min() on the exponent keeps 2**attempt a small float whatever max_retries says.
+        ceiling = min(settings.backoff_cap, settings.backoff_base * 2.0 ** min(attempt, 64))
+        delay = self._random() * ceiling
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, settings.retry_after_cap))
+        return delay
+
+    def _reject(self, response: httpx.Response) -> NoReturn:
+        message = _rejection_message(self._settings.project_id, response, self._settings.passcode)
+        with self._lock:
+            if self._rejection is None:
+                self._rejection = message
+        raise CredentialsRejected(message)
+
+    def _refuse_if_rejected(self) -> None:
+        if self._rejection is not None:
+            raise CredentialsRejected(self._rejection)
+
+
+def outcomes_from_answer(content: bytes, items: list[Any]) -> list[Outcome]:
+    """Read a 2xx answer into one Outcome per item sent (records, or identities for deletes).
+
+    Nothing is assumed delivered unless the answer says so: an answer that cannot be read, or a
+    failure that cannot be pinned to a record, fails every record it might concern.
+    """
+    count = len(items)
+    try:
+        payload = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        payload = None
+    if not isinstance(payload, dict):
+        return [Outcome(ok=False, error=UNREADABLE_ANSWER)] * count
+    status = payload.get("status")
+    unprocessed = payload.get("unprocessed")
+    if isinstance(unprocessed, list) and unprocessed:
+        return _map_unprocessed(unprocessed, items)
+    if status == "success":
+        return [_OK] * count
+    if status in ("fail", "partial"):
+        error = _answer_error_text(content) or (
+            "CleverTap refused the batch"
+            if status == "fail"
+            else "CleverTap refused some records without saying which"
+        )
+        return [Outcome(ok=False, code=_int_or_none(payload.get("code")), error=error)] * count
+    return [Outcome(ok=False, error=UNREADABLE_ANSWER)] * count
+
+
+def _map_unprocessed(unprocessed: list[Any], items: list[Any]) -> list[Outcome]:
+    outcomes: list[Outcome | None] = [None] * len(items)
+    unplaced: list[Outcome] = []
+    for entry in unprocessed:
+        if not isinstance(entry, dict):
+            unplaced.append(Outcome(ok=False, error=UNREADABLE_ANSWER))
+            continue
+        error = entry.get("error")
+        failure = Outcome(
+            ok=False,
+            code=_int_or_none(entry.get("code")),
+            error=error[:_MAX_REASON_CHARS] if isinstance(error, str) and error else "refused",
+        )
+        index = _record_number_index(error, len(items))
+        if index is None:
+            index = _echo_index(entry.get("record"), items, outcomes)
+        if index is None:
+            unplaced.append(failure)
+        else:
+            outcomes[index] = failure
+    if unplaced:
+        # Some refusal names no record we can find: any record not already failed may be it.
+        first = unplaced[0]
+        fallback = Outcome(
+            ok=False,
+            code=first.code,
+            error=f"CleverTap refused a record it did not identify: {first.error}",
+        )
+        return [outcome or fallback for outcome in outcomes]
+    return [outcome or _OK for outcome in outcomes]
+
+
+def _record_number_index(error: object, count: int) -> int | None:
+    """The 0-based index from "... Skipped record number : N" (N is 1-based), if in range."""
+    if not isinstance(error, str):
+        return None
+    match = _RECORD_NUMBER.search(error)
+    if match is None:
+        return None
+    number = int(match.group(1))
+    return number - 1 if 1 <= number <= count else None
+
+
+def _echo_index(echo: object, items: list[Any], outcomes: list[Outcome | None]) -> int | None:
+    """Find the item CleverTap echoed back: an equal item first, else one with its identity."""
+    if echo is None:
+        return None
+    candidates = [index for index, item in enumerate(items) if item == echo]
+    if not candidates:
+        identity = _identity_of(echo)
+        if identity is None:
+            return None
+        candidates = [index for index, item in enumerate(items) if _identity_of(item) == identity]
+    for index in candidates:
+        if outcomes[index] is None:
+            return index
+    return candidates[0] if candidates else None
+
+
+def _identity_of(item: object) -> str | None:
+    if isinstance(item, str):
+        return item
+    if isinstance(item, dict):
+        for key in _IDENTITY_KEYS:
+            value = item.get(key)
+            if value is not None and not isinstance(value, dict | list):
+                return str(value)
+    return None
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _retry_after_seconds(response: httpx.Response) -> float | None:
+    """Seconds the server asked us to wait (Retry-After as seconds or an HTTP date), or None."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        when = _http_date(value)
+        if when is None:
+            return None
+        # Measured against the server's own Date header when it sends one, so a skewed local
+        # clock does not stretch or shrink the wait.
+        reference = _http_date(response.headers.get("Date", "")) or datetime.now(UTC)
+        seconds = (when - reference).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def _http_date(value: str) -> datetime | None:
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def check_credentials(
