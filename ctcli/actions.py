@@ -1,0 +1,406 @@
+"""User Upload and Delete User: a Segment event becomes a CleverTap record, or a reason why not.
+
+Everything here is a pure function of the event and its FieldMapping, so the pipeline can call
+it once per event and report `str(InvalidEvent)` to the user exactly as raised.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+from ctcli.models import FieldMapping
+from ctcli.timestamps import convert_timestamps, iso8601_to_epoch, parse_created_at
+
+__all__ = [
+    "STANDARD_KEYS",
+    "InvalidEvent",
+    "identity_of",
+    "map_delete",
+    "map_upload",
+    "validate_profile_data",
+]
+
+
+class InvalidEvent(ValueError):
+    """An event that cannot become a CleverTap record; str(exc) is the reason users see."""
+
+
+# CleverTap's own profile keys: they do not count against the custom-property limit.
+STANDARD_KEYS: frozenset[str] = frozenset(
+    {
+        "Name",
+        "Email",
+        "Phone",
+        "Gender",
+        "DOB",
+        "Photo",
+        "Age",
+        "Employed",
+        "Married",
+        "Education",
+        "Customer Type",
+        "MSG-email",
+        "MSG-push",
+        "MSG-sms",
+        "MSG-whatsapp",
+    }
+)
+
+# Segment spec traits with a CleverTap standard key (name and birthday get special handling).
+_SEGMENT_TO_CLEVERTAP: dict[str, str] = {
+    "name": "Name",
+    "email": "Email",
+    "phone": "Phone",
+    "gender": "Gender",
+    "birthday": "DOB",
+    "avatar": "Photo",
+}
+
+_GENDERS: dict[str, str] = {
+    "m": "M",
+    "male": "M",
+    "man": "M",
+    "f": "F",
+    "female": "F",
+    "woman": "F",
+    "o": "O",
+    "other": "O",
+    "non-binary": "O",
+    "nonbinary": "O",
+    "non binary": "O",
+    "u": "U",
+    "unknown": "U",
+}
+
+# Values CleverTap accepts for its enumerated standard keys, with the wording of our message.
+_ENUMS: dict[str, tuple[frozenset[str], str]] = {
+    "Gender": (frozenset({"M", "F", "O", "U"}), "M, F, O or U"),
+    "Employed": (frozenset({"Y", "N"}), "Y or N"),
+    "Married": (frozenset({"Y", "N"}), "Y or N"),
+    "Education": (frozenset({"School", "College", "Graduate"}), "School, College or Graduate"),
+}
+_BOOLEAN_KEYS = frozenset({"MSG-email", "MSG-push", "MSG-sms", "MSG-whatsapp"})
+# Update operators CleverTap applies to a property instead of storing the object.
+_OPERATORS = frozenset({"$add", "$remove", "$incr", "$decr", "$delete"})
+
+_PHONE = re.compile(r"\+[1-9][0-9]{6,14}")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+")
+
+_MAX_KEY_BYTES = 120
+_MAX_VALUE_BYTES = 512
+_MAX_CUSTOM = 256
+# A str of n characters is at most 4n bytes in UTF-8, so shorter ones cannot be over a limit
+# and need no encoding to find out.
+_KEY_SAFE_CHARS = _MAX_KEY_BYTES // 4
+_VALUE_SAFE_CHARS = _MAX_VALUE_BYTES // 4
+
+
+@lru_cache(maxsize=256)
+def _path_parts(path: str) -> tuple[str, ...]:
+    """The keys of a dotted path; a leading `$.` (Segment's JSONPath spelling) is allowed."""
+    if path.startswith("$."):
+        path = path[2:]
+    return tuple(path.split("."))
+
+
+def _lookup(event: Mapping[str, Any], path: str) -> Any:
+    """The value at a dotted path, or None when any step is missing."""
+    current: Any = event
+    for part in _path_parts(path):
+        # Events are parsed JSON, so the exact-type test settles nearly every step.
+        if type(current) is dict or isinstance(current, Mapping):
+            current = current.get(part)
+        elif isinstance(current, list) and part.isascii() and part.isdigit():
+            index = int(part)
+            current = current[index] if index < len(current) else None
+        else:
+            return None
+        if current is None:
+            return None
+    return current
+
+
+def _number_text(value: int | float) -> str | None:
+    """A number as CleverTap text: whole floats without `.0`; NaN and infinities have none."""
+    if isinstance(value, int):
+        return str(value)
+    if not math.isfinite(value):
+        return None
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def _identity_from(raw: Any) -> str | None:
+    if isinstance(raw, str):
+        return raw if raw and not raw.isspace() else None
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int | float):
+        return _number_text(raw)
+    return None
+
+
+def identity_of(event: Mapping[str, Any], mapping: FieldMapping) -> str | None:
+    """The CleverTap identity at `mapping.identity`, as text; None when missing or unusable."""
+    return _identity_from(_lookup(event, mapping.identity))
+
+
+def _require_identity(event: Mapping[str, Any], mapping: FieldMapping) -> str:
+    raw = _lookup(event, mapping.identity)
+    identity = _identity_from(raw)
+    if identity is not None:
+        return identity
+    if raw is None or isinstance(raw, str):
+        raise InvalidEvent(f"missing identity: {mapping.identity!r} is empty or absent")
+    raise InvalidEvent(
+        f"missing identity: {mapping.identity!r} is {_describe(raw)}, not a string or number"
+    )
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, int | float):
+        return "a number"
+    return f"a {type(value).__name__}"
+
+
+def map_delete(event: Mapping[str, Any], mapping: FieldMapping) -> str:
+    """The identity to delete; InvalidEvent when the event has none."""
+    return _require_identity(event, mapping)
+
+
+def _person_attributes(
+    event: Mapping[str, Any], mapping: FieldMapping
+) -> tuple[Mapping[str, Any], str]:
+    """The attributes object and the path it came from, for messages."""
+    if mapping.attributes:
+        found = _lookup(event, mapping.attributes)
+        if found is None:
+            raise InvalidEvent(f"no person attributes: {mapping.attributes!r} is missing")
+        if not isinstance(found, Mapping):
+            raise InvalidEvent(
+                f"person attributes: {mapping.attributes!r} is {_describe(found)}, not an object"
+            )
+        return found, mapping.attributes
+    traits = event.get("traits")
+    properties = event.get("properties")
+    if traits is None and properties is None:
+        raise InvalidEvent("no person attributes: 'traits' and 'properties' are both missing")
+    if traits is not None and not isinstance(traits, Mapping):
+        raise InvalidEvent(f"person attributes: 'traits' is {_describe(traits)}, not an object")
+    if properties is not None and not isinstance(properties, Mapping):
+        raise InvalidEvent(
+            f"person attributes: 'properties' is {_describe(properties)}, not an object"
+        )
+    # Identify events carry traits; Segment's own default reads properties, so honour those
+    # when traits have nothing to say.
+    if traits is None or (not traits and properties):
+        return properties, "properties"
+    return traits, "traits"
+
+
+def _as_date(value: Any, field: str) -> Any:
+    """A CleverTap date value `$D_<epoch seconds>`; one already in that form is kept."""
+    if isinstance(value, str) and value.startswith("$D_"):
+        return value
+    try:
+        return f"$D_{parse_created_at(value, field=field)}"
+    except ValueError as exc:
+        raise InvalidEvent(str(exc)) from None
+
+
+def _gender(value: Any) -> Any:
+    if isinstance(value, str):
+        return _GENDERS.get(value.strip().lower(), value)
+    return value
+
+
+def _full_name(attributes: Mapping[str, Any]) -> str | None:
+    parts = [
+        part.strip()
+        for part in (attributes.get("firstName"), attributes.get("lastName"))
+        if isinstance(part, str) and part.strip()
+    ]
+    return " ".join(parts) if parts else None
+
+
+def _to_clevertap_keys(attributes: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Segment spec traits renamed to CleverTap standard keys; null values dropped.
+
+    A key already in CleverTap spelling wins over its Segment twin, which is then dropped.
+    """
+    full_name = None
+    if attributes.get("Name") is None and attributes.get("name") is None:
+        full_name = _full_name(attributes)
+    out: dict[str, Any] = {}
+    for given, value in attributes.items():
+        if value is None:
+            continue
+        key = _SEGMENT_TO_CLEVERTAP.get(given, given)
+        if key != given and attributes.get(key) is not None:
+            continue
+        if full_name is not None and (given == "firstName" or given == "lastName"):
+            out["Name"] = full_name
+            continue
+        if key == "Gender":
+            value = _gender(value)
+        elif key == "DOB":
+            value = _as_date(value, f"{source}.{given}")
+        out[key] = value
+    return out
+
+
+def _compact_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _item_text(item: Any) -> str | None:
+    """One array element as CleverTap multi-value text (None: leave it out)."""
+    if isinstance(item, str):
+        return item
+    if item is None:
+        return None
+    if isinstance(item, bool):
+        return "true" if item else "false"
+    if isinstance(item, int | float):
+        return _number_text(item)
+    return _compact_json(item)
+
+
+def _strings(items: list[Any]) -> list[str]:
+    return [text for text in map(_item_text, items) if text is not None]
+
+
+def _is_operator(value: Mapping[str, Any]) -> bool:
+    return len(value) == 1 and next(iter(value)) in _OPERATORS
+
+
+def _profile_value(value: Any, convert: bool) -> Any:
+    """An attribute value in the shapes CleverTap stores: scalars, string arrays, operators."""
+    if isinstance(value, str):
+        if convert:
+            epoch = iso8601_to_epoch(value)
+            if epoch is not None:
+                return epoch
+        return value
+    if isinstance(value, list):
+        return _strings(value)
+    if isinstance(value, Mapping):
+        if _is_operator(value):
+            ((operator, operand),) = value.items()
+            if isinstance(operand, list):
+                return {operator: _strings(operand)}
+            return {operator: operand}
+        return _compact_json(convert_timestamps(value) if convert else value)
+    if isinstance(value, float) and not math.isfinite(value):
+        # JSON has no NaN or Infinity; CleverTap would refuse the whole request.
+        return None
+    return value
+
+
+def _profile_data(attributes: Mapping[str, Any], convert: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in attributes.items():
+        shaped = _profile_value(value, convert)
+        if shaped is not None:
+            out[key] = shaped
+    return out
+
+
+def _byte_size(text: str, safe_chars: int) -> int:
+    return len(text) if len(text) <= safe_chars else len(text.encode("utf-8"))
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_length(key: str, value: Any) -> None:
+    if isinstance(value, str):
+        size = _byte_size(value, _VALUE_SAFE_CHARS)
+        if size > _MAX_VALUE_BYTES:
+            raise InvalidEvent(
+                f"{key!r} is {size} bytes, over CleverTap's limit of {_MAX_VALUE_BYTES} bytes"
+                " for a value"
+            )
+    elif isinstance(value, list):
+        for item in value:
+            _check_length(key, item)
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            _check_length(key, item)
+
+
+def _check_standard(key: str, value: Any) -> None:
+    if isinstance(value, Mapping) and _is_operator(value):
+        return
+    if key == "Phone":
+        if not (isinstance(value, str) and _PHONE.fullmatch(value)):
+            raise InvalidEvent(f"Phone {value!r} is not +[country code][number]")
+    elif key == "Email":
+        if not (isinstance(value, str) and _EMAIL.fullmatch(value)):
+            raise InvalidEvent(f"Email {value!r} is not a valid address")
+    elif key in _BOOLEAN_KEYS:
+        if not isinstance(value, bool):
+            raise InvalidEvent(f"{key} {value!r} is not true or false")
+    else:
+        allowed = _ENUMS.get(key)
+        if allowed is not None and not (isinstance(value, str) and value in allowed[0]):
+            raise InvalidEvent(f"{key} {value!r} is not {allowed[1]}")
+
+
+def validate_profile_data(data: Mapping[str, Any]) -> None:
+    """Raise InvalidEvent with the exact reason when CleverTap would refuse this profileData."""
+    custom = 0
+    for key, value in data.items():
+        size = _byte_size(key, _KEY_SAFE_CHARS)
+        if size > _MAX_KEY_BYTES:
+            raise InvalidEvent(
+                f"key {_short(key)!r} is {size} bytes, over CleverTap's limit of"
+                f" {_MAX_KEY_BYTES} bytes"
+            )
+        _check_length(key, value)
+        if key in STANDARD_KEYS:
+            _check_standard(key, value)
+        else:
+            custom += 1
+    if custom > _MAX_CUSTOM:
+        raise InvalidEvent(
+            f"{custom} custom properties, over CleverTap's limit of {_MAX_CUSTOM} per profile"
+        )
+
+
+def _created_at(event: Mapping[str, Any], mapping: FieldMapping, now: int) -> int:
+    raw = _lookup(event, mapping.created_at)
+    if raw is None or raw == "":
+        return now
+    try:
+        return parse_created_at(raw, field=mapping.created_at)
+    except ValueError as exc:
+        raise InvalidEvent(str(exc)) from None
+
+
+def map_upload(event: Mapping[str, Any], mapping: FieldMapping, *, now: int) -> dict[str, Any]:
+    """The CleverTap profile record for a User Upload; InvalidEvent with the reason otherwise.
+
+    `now` (epoch seconds) is the Created At of events that carry none.
+    """
+    identity = _require_identity(event, mapping)
+    ts = _created_at(event, mapping, now)
+    attributes, source = _person_attributes(event, mapping)
+    if not mapping.raw_traits:
+        attributes = _to_clevertap_keys(attributes, source)
+    profile = _profile_data(attributes, mapping.convert_timestamps)
+    validate_profile_data(profile)
+    return {"type": "profile", "identity": identity, "ts": ts, "profileData": profile}
