@@ -87,6 +87,20 @@ def normalize_endpoint(value: str) -> str:
     return url
 
 
+def validate_header_value(what: str, value: str) -> str:
+    """Return `value` if it can travel in an HTTP header, else raise ConfigError.
+
+    Checked before any request because HTTP libraries quote a bad header value in their error
+    message, and for the passcode that message would leak the secret.
+    """
+    if not value or not all(" " < char < "\x7f" for char in value):
+        raise ConfigError(
+            f"the {what} must be printable ASCII without spaces "
+            "(it travels in an HTTP header); check for stray characters"
+        )
+    return value
+
+
 def validate_profile_name(name: str) -> str:
     """Return `name` if it is usable as a profile name (letters, digits, - _ .), else raise."""
     if not _PROFILE_NAME.fullmatch(name):
@@ -164,6 +178,8 @@ class Profile:
             if not getattr(self, key)
         ]
         if not missing:
+            validate_header_value("project id", self.project_id or "")
+            validate_header_value("passcode", self.passcode or "")
             return
         what = " and ".join(label for label, _ in missing)
         how_env = " and ".join(env for _, env in missing)
@@ -381,6 +397,8 @@ def save_profile(
     None removes the profile's endpoint.
     """
     validate_profile_name(name)
+    validate_header_value("project id", project_id)
+    validate_header_value("passcode", passcode)
     region = normalize_region(region)
     endpoint = normalize_endpoint(endpoint) if endpoint else None
     # Write to the file a symlink points at, so dotfile managers keep their link.
