@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
-from ctcli import __version__
+from ctcli import __version__, cli_events
 from ctcli.cli_configure import configure
 from ctcli.errors import CtcliError, ExitStatus
 
@@ -78,6 +78,9 @@ def _root(
 
 
 app.command("configure")(configure)
+app.command("upload")(cli_events.upload)
+app.command("delete")(cli_events.delete)
+app.command("replay")(cli_events.replay)
 
 
 @app.command("sandbox")

@@ -1,0 +1,370 @@
+"""`ctcli upload`, `delete` and `replay`: their options, prompts and output, nothing more.
+
+No `from __future__ import annotations` here: Typer reads these annotations at run time.
+"""
+
+import functools
+import inspect
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any
+
+import typer
+
+from ctcli.errors import UsageError
+from ctcli.models import InputItem
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    json = "json"
+    ndjson = "ndjson"
+
+
+class ShowRows(StrEnum):
+    all = "all"
+    failed = "failed"
+
+
+def stdin_is_terminal() -> bool:
+    return sys.stdin.isatty()
+
+
+def stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()
+
+
+@dataclass(frozen=True)
+class CommonOptions:
+    profile: str | None
+    output: OutputFormat | None
+    dry_run: bool
+    sandbox: bool
+    failed: str | None
+    state: str | None
+    batch_size: int
+    concurrency: int
+    max_retries: int
+    timeout: float
+    no_convert_timestamps: bool
+    show: ShowRows | None
+
+
+_COMMON = [
+    ("profile", str | None, None, typer.Option(
+        "--profile", "-p", metavar="NAME",
+        help="Credential profile (env CTCLI_PROFILE, default 'default').",
+    )),
+    ("output", OutputFormat | None, None, typer.Option(
+        "--output", "-o", case_sensitive=False,
+        help="Result format: table, json or ndjson (default: table on a terminal, else ndjson).",
+    )),
+    ("dry_run", bool, False, typer.Option(
+        "--dry-run", help="Read, route, map and validate; send nothing; no credentials needed."
+    )),
+    ("sandbox", bool, False, typer.Option(
+        "--sandbox",
+        help="Send to an in-process CleverTap-compatible API on loopback; no credentials needed.",
+    )),
+    ("failed", str | None, None, typer.Option(
+        "--failed", metavar="FILE",
+        help="Append every failed or invalid event to FILE as NDJSON (re-drive with replay).",
+    )),
+    ("state", str | None, None, typer.Option(
+        "--state", metavar="FILE",
+        help="Checkpoint file: a later run with the same FILE skips input already settled.",
+    )),
+    ("batch_size", int, 1000, typer.Option(
+        "--batch-size", min=1, max=1000, help="Records per upload request (deletes: up to 100)."
+    )),
+    ("concurrency", int, 4, typer.Option(
+        "--concurrency", min=1, max=15, help="Requests in flight."
+    )),
+    ("max_retries", int, 5, typer.Option(
+        "--max-retries", min=0, max=100, help="Retries of one request before its events fail."
+    )),
+    ("timeout", float, 10.0, typer.Option(
+        "--timeout", min=0.1, metavar="SECONDS", help="Timeout of each request."
+    )),
+    ("no_convert_timestamps", bool, False, typer.Option(
+        "--no-convert-timestamps", help="Leave ISO-8601 attribute values as strings."
+    )),
+    ("show", ShowRows | None, None, typer.Option(
+        "--show", case_sensitive=False,
+        help="Table rows: all or failed (default: all up to 500 events, else failed).",
+    )),
+]  # fmt: skip
+
+
+def with_common_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give a command the options shared by upload, delete and replay, as one CommonOptions."""
+    names = [name for name, *_ in _COMMON]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> None:
+        common = CommonOptions(**{name: kwargs.pop(name) for name in names})
+        command(common=common, **kwargs)
+
+    own = [p for p in inspect.signature(command).parameters.values() if p.name != "common"]
+    extra = [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=default,
+            annotation=Annotated[kind, option],
+        )
+        for name, kind, default, option in _COMMON
+    ]
+    wrapper.__signature__ = inspect.Signature(own + extra)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in own + extra}
+    del wrapper.__wrapped__  # Typer must see the new signature, not the wrapped one
+    return wrapper
+
+
+@contextmanager
+def _graceful_stop() -> Iterator[threading.Event]:
+    """First SIGINT/SIGTERM: stop reading, finish in-flight work. Second: stop now."""
+    stop = threading.Event()
+
+    def handle(signum: int, _frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        sys.stderr.write(
+            "ctcli: stopping: finishing requests in flight, then flushing "
+            "(interrupt again to abort)\n"
+        )
+
+    if threading.current_thread() is not threading.main_thread():
+        yield stop  # signals can only be handled on the main thread (e.g. in some test runners)
+        return
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run(mode: str, inputs: list[str], arg_items: list[InputItem], common: CommonOptions) -> None:
+    from ctcli.report import make_reporter
+    from ctcli.run import RunSettings, execute
+
+    if common.dry_run and common.sandbox:
+        raise UsageError("--dry-run and --sandbox cannot be combined: a dry run sends nothing")
+    output = common.output.value if common.output else None
+    if output is None:
+        output = "table" if stdout_is_terminal() else "ndjson"
+    settings = RunSettings(
+        mode=mode,
+        inputs=inputs,
+        arg_items=arg_items,
+        profile=common.profile,
+        dry_run=common.dry_run,
+        sandbox=common.sandbox,
+        failed_path=common.failed,
+        state_path=common.state,
+        batch_size=common.batch_size,
+        concurrency=common.concurrency,
+        max_retries=common.max_retries,
+        timeout=common.timeout,
+        convert_timestamps=not common.no_convert_timestamps,
+        env=dict(os.environ),
+    )
+    reporter = make_reporter(
+        output,
+        show=common.show.value if common.show else None,
+        progress=output == "table" and stderr_is_terminal(),
+    )
+    with _graceful_stop() as stop:
+        summary = execute(
+            settings,
+            sink=reporter,
+            on_idle=reporter.idle,
+            stop=stop,
+            stdin=sys.stdin.buffer,
+            warn=lambda message: sys.stderr.write(f"ctcli: warning: {message}\n"),
+        )
+    reporter.finish(summary)
+    raise typer.Exit(int(summary.exit_status))
+
+
+def _inputs_or_stdin(files: list[str] | None, has_other_input: bool) -> list[str]:
+    if files:
+        return files
+    if has_other_input:
+        return []
+    if stdin_is_terminal():
+        return []
+    return ["-"]
+
+
+def _show_help_and_exit(ctx: typer.Context, why: str) -> None:
+    sys.stderr.write(ctx.get_help() + "\n\n")
+    raise UsageError(why)
+
+
+def _parse_set(pairs: list[str]) -> dict[str, Any]:
+    import orjson
+
+    traits: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--set {pair!r}: expected KEY=VALUE")
+        try:
+            value: Any = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            value = raw
+        traits[key] = value
+    return traits
+
+
+@with_common_options
+def upload(
+    ctx: typer.Context,
+    files: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[FILE|-]...", help="Event files (NDJSON, JSON, gzip); - is stdin."),
+    ] = None,
+    identity: Annotated[
+        str | None,
+        typer.Option("--identity", metavar="ID", help="One-off upload: the profile's identity."),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="One-off upload: a profile property (a JSON value, else a string). Repeatable.",
+        ),
+    ] = None,
+    *,
+    common: CommonOptions,
+) -> None:
+    """Create or update profiles: every event goes through User Upload.
+
+    Examples: `ctcli upload events.ndjson`, `... | ctcli upload -`,
+    `ctcli upload --identity alice@example.com --set Name=Alice --set Plan=pro`.
+    """
+    if set_ and not identity:
+        raise UsageError("--set needs --identity (the profile to update)")
+    arg_items = []
+    if identity is not None:
+        if not identity.strip():
+            raise UsageError("--identity is empty")
+        event = {"type": "identify", "userId": identity, "traits": _parse_set(set_ or [])}
+        arg_items.append(InputItem(source="args", line=1, event=event))
+    inputs = _inputs_or_stdin(files, bool(arg_items))
+    if not inputs and not arg_items:
+        _show_help_and_exit(ctx, "nothing to upload: give FILEs, '-' for stdin, or --identity")
+    _run("upload", inputs, arg_items, common)
+
+
+def _confirm_delete(count: int, files: list[str], project: str) -> bool:
+    what = f"{count} profile{'s' if count != 1 else ''}" if count else ""
+    if files:
+        named = ", ".join(files)
+        what = (
+            f"{what} and the profiles of every event in {named}"
+            if what
+            else (f"the profiles of every event in {named}")
+        )
+    return typer.confirm(f"Delete {what} from project {project}?", default=False, err=True)
+
+
+@with_common_options
+def delete(
+    ctx: typer.Context,
+    identities: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[IDENTITY]...", help="Identities of the profiles to delete."),
+    ] = None,
+    file: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--file", metavar="FILE|-", help="Events whose userId is deleted; - is stdin."
+        ),
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    *,
+    common: CommonOptions,
+) -> None:
+    """Delete profiles by identity, or every event's profile from --file (Delete User)."""
+    identities = identities or []
+    files = file or []
+    arg_items = [
+        InputItem(source="args", line=position, event={"userId": identity})
+        for position, identity in enumerate(identities, start=1)
+    ]
+    if not arg_items and not files:
+        _show_help_and_exit(ctx, "nothing to delete: give IDENTITY arguments or --file")
+    if not (yes or common.dry_run or common.sandbox):
+        if "-" in files or not stdin_is_terminal():
+            raise UsageError(
+                "deleting profiles needs confirmation: add --yes "
+                "(stdin is not a terminal, so ctcli cannot ask)"
+            )
+        from ctcli.config import resolve_profile
+
+        project = resolve_profile(common.profile).project_id or "(no project id)"
+        if not _confirm_delete(len(arg_items), files, project):
+            sys.stderr.write("ctcli: nothing deleted\n")
+            raise typer.Exit(0)
+    _run("delete", files, arg_items, common)
+
+
+@with_common_options
+def replay(
+    ctx: typer.Context,
+    files: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[FILE|-]...", help="Event files (NDJSON, JSON, gzip); - is stdin."),
+    ] = None,
+    list_subscriptions: Annotated[
+        bool,
+        typer.Option(
+            "--list-subscriptions", help="Show the subscriptions in effect (presets and profile)."
+        ),
+    ] = False,
+    *,
+    common: CommonOptions,
+) -> None:
+    """Run events through the trigger rules, like Segment does: presets plus your subscriptions.
+
+    identify -> User Upload; "Delete User" track events -> Delete User; unmatched -> skipped.
+    """
+    if list_subscriptions:
+        _print_subscriptions(common)
+        return
+    inputs = _inputs_or_stdin(files, False)
+    if not inputs:
+        _show_help_and_exit(ctx, "nothing to replay: give FILEs or '-' for stdin")
+    _run("replay", inputs, [], common)
+
+
+def _print_subscriptions(common: CommonOptions) -> None:
+    from ctcli.config import resolve_profile
+    from ctcli.models import FieldMapping
+    from ctcli.subscriptions import build_subscriptions, describe
+
+    profile = resolve_profile(common.profile)
+    mapping = FieldMapping(convert_timestamps=not common.no_convert_timestamps)
+    subscriptions = build_subscriptions(profile.subscriptions, base=mapping, profile=profile.name)
+    for entry in describe(subscriptions):
+        overrides = entry.get("mapping") or {}
+        extra = "".join(f"  {key}={value}" for key, value in overrides.items())
+        sys.stdout.write(
+            f"{entry['name']}  [{entry['origin']}]  {entry['trigger']}  ->  {entry['action']}"
+            f"{extra}\n"
+        )

@@ -1,0 +1,52 @@
+"""The --failed file: one NDJSON line per failed or invalid event, re-drivable as input."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import BinaryIO
+
+import orjson
+
+from ctcli.errors import InputError
+from ctcli.models import InputItem, Result
+
+
+class FailedFile:
+    """Appends dead letters; each line carries the original event so replay can re-drive it."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        try:
+            self._file: BinaryIO = open(self.path, "ab")  # noqa: SIM115 - closed in close()
+        except OSError as exc:
+            raise InputError(f"cannot open failed file '{path}': {exc.strerror}") from None
+        self.written = 0
+
+    def write(self, item: InputItem, result: Result) -> None:
+        original = item.event if item.event is not None else item.raw
+        line = {
+            "event": original,
+            "source": result.source,
+            "line": result.line,
+            "action": result.action,
+            "status": str(result.status),
+            "code": result.code,
+            "error": result.error,
+        }
+        try:
+            data = orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
+        except TypeError:  # integers beyond 64 bits, which the stdlib codec keeps exact
+            data = (json.dumps(line, ensure_ascii=False) + "\n").encode()
+        self._file.write(data)
+        self.written += 1
+
+    def flush(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self.flush()
+            self._file.close()

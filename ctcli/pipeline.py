@@ -1,0 +1,452 @@
+"""source -> route -> batch -> send -> results: every event ends in exactly one result per action.
+
+The main thread reads, routes and maps events and owns all bookkeeping; worker threads only
+send batches and hand back outcomes through a queue. Results leave in input order, so the
+failed file and the checkpoint only ever move past events that are settled.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ctcli.actions import InvalidEvent, identity_of, map_delete, map_upload
+from ctcli.errors import CredentialsRejected, ExitStatus
+from ctcli.models import Action, InputItem, Result, Status
+from ctcli.subscriptions import Subscription
+
+CREDENTIALS_REFUSED = "credentials refused"
+
+
+class Sender(Protocol):
+    """What the pipeline needs from a CleverTap client."""
+
+    requests: int
+    retries: int
+
+    def upload(self, records: list[dict[str, Any]]) -> list[Any]: ...
+
+    def delete(self, identities: list[str]) -> list[Any]: ...
+
+
+Router = Callable[[InputItem], Sequence[Subscription]]
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    batch_size: int = 1000
+    delete_batch_size: int = 100
+    concurrency: int = 4
+    dry_run: bool = False
+    default_action: str | None = None  # reported for items that are not events at all
+    linger_seconds: float = 0.5  # an open batch waits at most this long for more events
+    max_waiting_events: int = 20_000  # events held for ordering before open batches are sent
+    now: Callable[[], float] = time.time
+
+
+@dataclass
+class Summary:
+    events: int = 0
+    ok: int = 0
+    failed: int = 0
+    invalid: int = 0
+    skipped: int = 0
+    dry_run: int = 0
+    requests: int = 0
+    retries: int = 0
+    seconds: float = 0.0
+    credentials_refused: bool = False
+    interrupted: bool = False
+
+    def count(self, status: Status) -> None:
+        if status is Status.OK:
+            self.ok += 1
+        elif status is Status.FAILED:
+            self.failed += 1
+        elif status is Status.INVALID:
+            self.invalid += 1
+        elif status is Status.SKIPPED:
+            self.skipped += 1
+        else:
+            self.dry_run += 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "events": self.events,
+            "ok": self.ok,
+            "failed": self.failed,
+            "invalid": self.invalid,
+            "skipped": self.skipped,
+            "dry-run": self.dry_run,
+            "requests": self.requests,
+            "retries": self.retries,
+            "seconds": round(self.seconds, 3),
+        }
+
+    @property
+    def exit_status(self) -> ExitStatus:
+        if self.interrupted:
+            return ExitStatus.INTERRUPTED
+        if self.credentials_refused:
+            return ExitStatus.CREDENTIALS_REFUSED
+        if self.failed or self.invalid:
+            return ExitStatus.EVENTS_FAILED
+        return ExitStatus.OK
+
+
+class ResultSink(Protocol):
+    """Receives each event's results, in input order, once all of them are known."""
+
+    def __call__(self, item: InputItem, results: Sequence[Result]) -> None: ...
+
+
+@dataclass(slots=True)
+class _Slot:
+    item: InputItem
+    results: list[Result | None]
+    pending: int
+
+
+@dataclass(slots=True)
+class _Batch:
+    action: Action
+    payloads: list[Any] = field(default_factory=list)
+    targets: list[tuple[_Slot, int]] = field(default_factory=list)
+    opened: float = 0.0
+
+
+def _describe(event: dict[str, Any] | None) -> tuple[str | None, str | None]:
+    if event is None:
+        return None, None
+    kind = event.get("type")
+    name = event.get("event")
+    return (kind if isinstance(kind, str) else None, name if isinstance(name, str) else None)
+
+
+class Pipeline:
+    """One run: feed it items, it reports every result to `sink` in input order."""
+
+    def __init__(
+        self,
+        *,
+        router: Router,
+        sender: Sender | None,
+        sink: ResultSink,
+        options: PipelineOptions,
+        stop: threading.Event | None = None,
+        on_idle: Callable[[], None] | None = None,
+    ) -> None:
+        if sender is None and not options.dry_run:
+            raise ValueError("a sender is needed unless this is a dry run")
+        self._router = router
+        self._sender = sender
+        self._sink = sink
+        self._options = options
+        self._stop = stop or threading.Event()
+        self._on_idle = on_idle
+        self._slots: deque[_Slot] = deque()
+        self._open: dict[Action, _Batch] = {}
+        self._done: queue.SimpleQueue[tuple[_Batch, list[Any] | None, BaseException | None]] = (
+            queue.SimpleQueue()
+        )
+        self._in_flight = 0
+        self._refused: CredentialsRejected | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self.summary = Summary()
+
+    # -- the run ----------------------------------------------------------------------------
+
+    def run(self, items: Iterable[InputItem | None]) -> Summary:
+        """Process every item (None means "nothing new yet": a chance to send what is open)."""
+        started = time.monotonic()
+        if self._sender is not None and not self._options.dry_run:
+            self._executor = ThreadPoolExecutor(
+                max_workers=self._options.concurrency, thread_name_prefix="ctcli-send"
+            )
+        try:
+            since_check = 0
+            for item in items:
+                if self._stop.is_set():
+                    self.summary.interrupted = True
+                    break
+                if item is None:
+                    self._send_open(force=True)
+                    self._collect(block=False)
+                    if self._on_idle is not None:
+                        self._on_idle()
+                    continue
+                self._admit(item)
+                since_check += 1
+                if since_check >= 64:
+                    since_check = 0
+                    self._collect(block=False)
+                    self._send_open(force=len(self._slots) > self._options.max_waiting_events)
+            if self._stop.is_set():
+                self.summary.interrupted = True
+            self._send_open(force=True)
+            while self._in_flight:
+                self._collect(block=True)
+            self._emit_ready()
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True, cancel_futures=True)
+            if self._sender is not None:
+                self.summary.requests = self._sender.requests
+                self.summary.retries = self._sender.retries
+            self.summary.seconds = time.monotonic() - started
+            self.summary.credentials_refused = self._refused is not None
+        return self.summary
+
+    # -- reading side -----------------------------------------------------------------------
+
+    def _admit(self, item: InputItem) -> None:
+        self.summary.events += 1
+        event = item.event
+        if event is None:
+            self._settle_now(item, self._options.default_action, Status.INVALID, item.error)
+            return
+        subscriptions = self._router(item)
+        if not subscriptions:
+            self._settle_now(item, None, Status.SKIPPED, None)
+            return
+        slot = _Slot(item, [None] * len(subscriptions), len(subscriptions))
+        self._slots.append(slot)
+        kind, name = _describe(event)
+        for index, subscription in enumerate(subscriptions):
+            action = subscription.action
+            try:
+                if action is Action.UPLOAD:
+                    payload: Any = map_upload(event, subscription.mapping, now=int(self._now()))
+                    identity = payload["identity"]
+                else:
+                    payload = map_delete(event, subscription.mapping)
+                    identity = payload
+            except InvalidEvent as exc:
+                self._fill(
+                    slot,
+                    index,
+                    Result(
+                        item.source,
+                        item.line,
+                        kind,
+                        name,
+                        str(action),
+                        identity_of(event, subscription.mapping),
+                        Status.INVALID,
+                        None,
+                        str(exc),
+                    ),
+                )
+                continue
+            if self._options.dry_run:
+                self._fill(
+                    slot,
+                    index,
+                    Result(
+                        item.source, item.line, kind, name, str(action), identity, Status.DRY_RUN
+                    ),
+                )
+            elif self._refused is not None:
+                self._fill(
+                    slot,
+                    index,
+                    Result(
+                        item.source,
+                        item.line,
+                        kind,
+                        name,
+                        str(action),
+                        identity,
+                        Status.FAILED,
+                        self._refused_code(),
+                        CREDENTIALS_REFUSED,
+                    ),
+                )
+            else:
+                self._add_to_batch(action, payload, slot, index)
+        if slot is self._slots[0]:
+            self._emit_ready()
+
+    def _now(self) -> float:
+        return self._options.now()
+
+    def _settle_now(
+        self, item: InputItem, action: str | None, status: Status, error: str | None
+    ) -> None:
+        kind, name = _describe(item.event)
+        identity = None
+        result = Result(item.source, item.line, kind, name, action, identity, status, None, error)
+        slot = _Slot(item, [result], 0)
+        self._slots.append(slot)
+        if slot is self._slots[0]:
+            self._emit_ready()
+
+    def _fill(self, slot: _Slot, index: int, result: Result) -> None:
+        slot.results[index] = result
+        slot.pending -= 1
+
+    # -- batching and sending ---------------------------------------------------------------
+
+    def _add_to_batch(self, action: Action, payload: Any, slot: _Slot, index: int) -> None:
+        batch = self._open.get(action)
+        if batch is None:
+            batch = self._open[action] = _Batch(action, opened=time.monotonic())
+        batch.payloads.append(payload)
+        batch.targets.append((slot, index))
+        limit = (
+            self._options.batch_size
+            if action is Action.UPLOAD
+            else min(self._options.delete_batch_size, 100)
+        )
+        if len(batch.payloads) >= limit:
+            del self._open[action]
+            self._dispatch(batch)
+
+    def _send_open(self, *, force: bool) -> None:
+        if not self._open:
+            return
+        now = time.monotonic()
+        for action in list(self._open):
+            batch = self._open[action]
+            if force or now - batch.opened >= self._options.linger_seconds:
+                del self._open[action]
+                self._dispatch(batch)
+
+    def _dispatch(self, batch: _Batch) -> None:
+        # Bound memory: never more than two batches per worker waiting or in flight.
+        while self._in_flight >= 2 * self._options.concurrency:
+            self._collect(block=True)
+        if self._refused is not None:
+            self._complete(batch, None, self._refused)
+            return
+        assert self._executor is not None and self._sender is not None
+        self._in_flight += 1
+        self._executor.submit(self._send, batch)
+
+    def _send(self, batch: _Batch) -> None:
+        """Runs on a worker thread: only talks to the sender, never touches bookkeeping."""
+        assert self._sender is not None
+        try:
+            if batch.action is Action.UPLOAD:
+                outcomes = self._sender.upload(batch.payloads)
+            else:
+                outcomes = self._sender.delete(batch.payloads)
+        except BaseException as exc:  # handed to the main thread, which decides
+            self._done.put((batch, None, exc))
+        else:
+            self._done.put((batch, outcomes, None))
+
+    def _collect(self, *, block: bool) -> None:
+        while self._in_flight:
+            try:
+                batch, outcomes, error = self._done.get(block=block, timeout=0.2 if block else None)
+            except queue.Empty:
+                if block:
+                    continue
+                return
+            self._in_flight -= 1
+            self._complete(batch, outcomes, error)
+            block = False
+        self._emit_ready()
+
+    def _complete(
+        self, batch: _Batch, outcomes: list[Any] | None, error: BaseException | None
+    ) -> None:
+        if isinstance(error, CredentialsRejected):
+            self._refused = self._refused or error
+        elif error is not None:
+            # A bug while sending must not lose events: they become failed and the run goes on.
+            reason = f"internal error while sending: {type(error).__name__}: {error}"
+            self._fail_batch(batch, None, reason)
+            return
+        if outcomes is None:
+            self._fail_batch(batch, self._refused_code(), CREDENTIALS_REFUSED)
+            return
+        action = str(batch.action)
+        upload = batch.action is Action.UPLOAD
+        for (slot, index), payload, outcome in zip(
+            batch.targets, batch.payloads, outcomes, strict=True
+        ):
+            identity = payload["identity"] if upload else payload
+            if outcome.ok:
+                result = self._result(slot.item, action, identity, Status.OK, None, None)
+            else:
+                result = self._result(
+                    slot.item, action, identity, Status.FAILED, outcome.code, outcome.error
+                )
+            self._fill(slot, index, result)
+
+    def _fail_batch(self, batch: _Batch, code: int | None, reason: str) -> None:
+        action = str(batch.action)
+        upload = batch.action is Action.UPLOAD
+        for (slot, index), payload in zip(batch.targets, batch.payloads, strict=True):
+            identity = payload["identity"] if upload else payload
+            self._fill(
+                slot, index, self._result(slot.item, action, identity, Status.FAILED, code, reason)
+            )
+
+    def _refused_code(self) -> int | None:
+        return getattr(self._refused, "status_code", None)
+
+    @staticmethod
+    def _result(
+        item: InputItem,
+        action: str,
+        identity: str | None,
+        status: Status,
+        code: int | None,
+        error: str | None,
+    ) -> Result:
+        kind, name = _describe(item.event)
+        return Result(item.source, item.line, kind, name, action, identity, status, code, error)
+
+    # -- results, in order ------------------------------------------------------------------
+
+    def _emit_ready(self) -> None:
+        slots = self._slots
+        sink = self._sink
+        while slots and slots[0].pending == 0:
+            slot = slots.popleft()
+            results = slot.results
+            for result in results:
+                self.summary.count(result.status)  # type: ignore[union-attr]
+            sink(slot.item, results)  # type: ignore[arg-type]
+
+
+def with_ticks(
+    items: Iterable[InputItem], tick_seconds: float = 0.25
+) -> Iterator[InputItem | None]:
+    """Read `items` on a thread; yield None whenever nothing arrived for `tick_seconds`.
+
+    For pipes and terminals: a slow producer must not hold a half-full batch (and every result
+    behind it) hostage until more input arrives.
+    """
+    handoff: queue.Queue[Any] = queue.Queue(maxsize=10_000)
+    finished = object()
+
+    def pump() -> None:
+        try:
+            for item in items:
+                handoff.put(item)
+        except BaseException as exc:
+            handoff.put(exc)
+        handoff.put(finished)
+
+    threading.Thread(target=pump, name="ctcli-read", daemon=True).start()
+    while True:
+        try:
+            got = handoff.get(timeout=tick_seconds)
+        except queue.Empty:
+            yield None
+            continue
+        if got is finished:
+            return
+        if isinstance(got, BaseException):
+            raise got
+        yield got

@@ -1,0 +1,246 @@
+"""Results for people and programs: rich tables, JSON, NDJSON, the summary and progress.
+
+This module only reads results; it never decides them. User data is never parsed as rich
+markup (every Console here has markup and highlighting off, and cells are Text objects).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from typing import IO, Any
+
+import orjson
+
+from ctcli.models import InputItem, Result, Status
+from ctcli.pipeline import Summary
+
+TABLE_ROW_LIMIT = 500  # --show all lists every event up to this many, then only failures
+
+STATUS_STYLES = {
+    "ok": "green",
+    "failed": "bold red",
+    "invalid": "yellow",
+    "skipped": "dim",
+    "dry-run": "cyan",
+}
+
+
+def _dumps(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # integers beyond 64 bits
+        import json
+
+        return json.dumps(value, ensure_ascii=False).encode()
+
+
+class NdjsonReporter:
+    """One result per line on stdout as events settle; the summary is one line on stderr."""
+
+    def __init__(self, out: IO[bytes], err: IO[str]) -> None:
+        self._out = out
+        self._err = err
+        self._last_flush = time.monotonic()
+        self.closed = False
+
+    def __call__(self, item: InputItem, results: Sequence[Result]) -> None:
+        if self.closed:
+            return
+        try:
+            for result in results:
+                self._out.write(orjson.dumps(result.to_dict(), option=orjson.OPT_APPEND_NEWLINE))
+            now = time.monotonic()
+            if now - self._last_flush > 0.2:
+                self._out.flush()
+                self._last_flush = now
+        except BrokenPipeError:
+            self.closed = True  # `| head` has seen enough; the run itself goes on
+
+    def idle(self) -> None:
+        if not self.closed:
+            try:
+                self._out.flush()
+            except BrokenPipeError:
+                self.closed = True
+
+    def finish(self, summary: Summary) -> None:
+        self.idle()
+        self._err.write(_dumps({"summary": summary.to_dict()}).decode() + "\n")
+        self._err.flush()
+
+
+class JsonReporter:
+    """One document at the end: {"results": [...], "summary": {...}}."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self._out = out
+        self._results: list[dict[str, Any]] = []
+
+    def __call__(self, item: InputItem, results: Sequence[Result]) -> None:
+        self._results.extend(result.to_dict() for result in results)
+
+    def idle(self) -> None:
+        pass
+
+    def finish(self, summary: Summary) -> None:
+        document = {"results": self._results, "summary": summary.to_dict()}
+        self._out.write(
+            orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+        )
+        self._out.flush()
+
+
+class TableReporter:
+    """A rich table of results and a summary; a live progress line on stderr when it is a TTY."""
+
+    def __init__(
+        self,
+        out: IO[str],
+        err: IO[str],
+        *,
+        show: str | None,
+        progress: bool,
+        color: bool,
+    ) -> None:
+        from rich.console import Console
+
+        self._console = Console(
+            file=out, markup=False, highlight=False, emoji=False, no_color=not color
+        )
+        self._err_console = Console(
+            file=err, markup=False, highlight=False, emoji=False, no_color=not color
+        )
+        self._show = show  # "all", "failed" or None (all up to TABLE_ROW_LIMIT, then failed)
+        self._rows: list[Result] = []
+        self._events = 0
+        self._dropped_ok = False
+        self._counts: dict[str, int] = {}
+        self._progress = None
+        self._started = time.monotonic()
+        if progress:
+            from rich.live import Live
+
+            self._progress = Live(
+                self._progress_text(), console=self._err_console, refresh_per_second=4
+            )
+            self._progress.start()
+
+    def __call__(self, item: InputItem, results: Sequence[Result]) -> None:
+        self._events += 1
+        for result in results:
+            status = str(result.status)
+            self._counts[status] = self._counts.get(status, 0) + 1
+            if self._keeps(result):
+                self._rows.append(result)
+        if self._show is None and not self._dropped_ok and self._events > TABLE_ROW_LIMIT:
+            self._dropped_ok = True
+            self._rows = [row for row in self._rows if _is_failure(row)]
+        if self._progress is not None and self._events % 97 == 0:
+            self._progress.update(self._progress_text())
+
+    def _keeps(self, result: Result) -> bool:
+        if self._show == "all":
+            return True
+        if self._show == "failed" or self._dropped_ok:
+            return _is_failure(result)
+        return True
+
+    def idle(self) -> None:
+        if self._progress is not None:
+            self._progress.update(self._progress_text())
+
+    def _progress_text(self) -> Any:
+        from rich.text import Text
+
+        elapsed = max(time.monotonic() - self._started, 1e-9)
+        parts = ", ".join(f"{status} {count}" for status, count in sorted(self._counts.items()))
+        return Text(
+            f"{self._events} events ({parts or 'starting'}), {self._events / elapsed:.0f}/s"
+        )
+
+    def finish(self, summary: Summary) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+        from rich.table import Table
+        from rich.text import Text
+
+        if self._rows:
+            table = Table(show_lines=False, header_style="bold")
+            for column in ("where", "type / event", "action", "identity", "status", "code"):
+                table.add_column(column, no_wrap=column in ("where", "status", "code"))
+            table.add_column("error", overflow="fold")
+            for row in self._rows:
+                kind = row.type or ""
+                if row.event:
+                    kind = f"{kind} {row.event}".strip()
+                table.add_row(
+                    Text(f"{row.source}:{row.line}"),
+                    Text(kind),
+                    Text(row.action or "-"),
+                    Text(row.identity or "-"),
+                    Text(str(row.status), style=STATUS_STYLES.get(str(row.status), "")),
+                    Text("" if row.code is None else str(row.code)),
+                    Text(row.error or ""),
+                )
+            self._console.print(table)
+        if self._dropped_ok:
+            self._console.print(
+                Text(
+                    f"(more than {TABLE_ROW_LIMIT} events: only failed and invalid ones are "
+                    "listed; use --show all or -o ndjson for every result)",
+                    style="dim",
+                )
+            )
+        self._console.print(summary_text(summary))
+
+
+def _is_failure(result: Result) -> bool:
+    return result.status in (Status.FAILED, Status.INVALID)
+
+
+def summary_text(summary: Summary) -> Any:
+    """The summary line of a table run: counts per status, requests, retries, time, speed."""
+    from rich.text import Text
+
+    text = Text()
+    text.append(f"{summary.events} events: ")
+    counts = [
+        ("ok", summary.ok),
+        ("failed", summary.failed),
+        ("invalid", summary.invalid),
+        ("skipped", summary.skipped),
+        ("dry-run", summary.dry_run),
+    ]
+    shown = [(status, count) for status, count in counts if count] or [("ok", 0)]
+    for position, (status, count) in enumerate(shown):
+        if position:
+            text.append(", ")
+        text.append(f"{count} {status}", style=STATUS_STYLES[status])
+    rate = summary.events / summary.seconds if summary.seconds > 0 else 0.0
+    text.append(
+        f"; {summary.requests} requests, {summary.retries} retries, "
+        f"{summary.seconds:.2f}s, {rate:.0f} events/s"
+    )
+    if summary.credentials_refused:
+        text.append("; CleverTap refused the credentials", style="bold red")
+    if summary.interrupted:
+        text.append("; interrupted", style="bold yellow")
+    return text
+
+
+def make_reporter(
+    output: str,
+    *,
+    show: str | None,
+    stdout: IO[str] = sys.stdout,
+    stderr: IO[str] = sys.stderr,
+    color: bool = True,
+    progress: bool = False,
+) -> NdjsonReporter | JsonReporter | TableReporter:
+    if output == "ndjson":
+        return NdjsonReporter(stdout.buffer, stderr)
+    if output == "json":
+        return JsonReporter(stdout.buffer)
+    return TableReporter(stdout, stderr, show=show, progress=progress, color=color)

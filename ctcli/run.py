@@ -1,0 +1,205 @@
+"""One run of upload, delete or replay: profile, routing, sender, failed file, pipeline.
+
+The CLI turns options into a `RunSettings` and a result sink; everything between the two
+(what to read, where to send, what to record) is decided here, without any terminal code.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from ctcli.config import Profile, permission_warning, resolve_profile
+from ctcli.errors import InputError, UsageError
+from ctcli.failed_file import FailedFile
+from ctcli.models import Action, FieldMapping, InputItem, Result, Status
+from ctcli.pipeline import Pipeline, PipelineOptions, Sender, Summary, with_ticks
+from ctcli.subscriptions import Subscription, build_subscriptions, route
+
+SANDBOX_PROJECT_ID = "sandbox"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    mode: str  # "upload", "delete" or "replay"
+    inputs: Sequence[str] = ()
+    arg_items: Sequence[InputItem] = ()
+    profile: str | None = None
+    dry_run: bool = False
+    sandbox: bool = False
+    failed_path: str | None = None
+    state_path: str | None = None
+    batch_size: int = 1000
+    concurrency: int = 4
+    max_retries: int = 5
+    timeout: float = 10.0
+    convert_timestamps: bool = True
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+
+
+def _every_event(_event: object) -> bool:
+    return True
+
+
+def command_subscription(action: Action, mapping: FieldMapping) -> Subscription:
+    """upload and delete send every event to their one action, whatever its type."""
+    name = "User Upload" if action is Action.UPLOAD else "Delete User"
+    return Subscription(
+        name=name,
+        trigger="(every event)",
+        action=action,
+        mapping=mapping,
+        matches=_every_event,
+        origin="command",
+    )
+
+
+def load_profile(settings: RunSettings, warn: Callable[[str], None]) -> Profile:
+    profile = resolve_profile(settings.profile, env=settings.env)
+    from ctcli.config import config_path
+
+    warning = permission_warning(config_path(settings.env))
+    if warning:
+        warn(warning)
+    return profile
+
+
+def make_router(
+    settings: RunSettings, profile: Profile
+) -> Callable[[InputItem], Sequence[Subscription]]:
+    mapping = FieldMapping(convert_timestamps=settings.convert_timestamps)
+    if settings.mode == "upload":
+        fixed = [command_subscription(Action.UPLOAD, mapping)]
+        return lambda item: fixed
+    if settings.mode == "delete":
+        fixed = [command_subscription(Action.DELETE, mapping)]
+        return lambda item: fixed
+    subscriptions = build_subscriptions(profile.subscriptions, base=mapping, profile=profile.name)
+
+    def replay_route(item: InputItem) -> Sequence[Subscription]:
+        matched = route(item.event or {}, subscriptions)
+        if item.only_action:  # re-driving a failed line: redo only what failed
+            matched = [s for s in matched if s.action == item.only_action]
+        return matched
+
+    return replay_route
+
+
+def check_inputs(inputs: Sequence[str]) -> None:
+    """Fail before sending anything when a named file cannot be read (exit 2)."""
+    for name in inputs:
+        if name == "-":
+            continue
+        if os.path.isdir(name):
+            raise InputError(f"cannot read '{name}': it is a directory")
+        try:
+            with open(name, "rb"):
+                pass
+        except OSError as exc:
+            raise InputError(f"cannot read '{name}': {exc.strerror}") from None
+    if list(inputs).count("-") > 1:
+        raise UsageError("stdin ('-') can be given only once")
+
+
+def read_inputs(inputs: Sequence[str], stdin: BinaryIO | None) -> Iterator[InputItem]:
+    from ctcli.sources import read_source
+
+    for name in inputs:
+        yield from read_source(name, stdin=stdin)
+
+
+def execute(
+    settings: RunSettings,
+    *,
+    sink: Callable[[InputItem, Sequence[Result]], None],
+    on_idle: Callable[[], None] | None = None,
+    stop: threading.Event | None = None,
+    stdin: BinaryIO | None = None,
+    warn: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
+) -> Summary:
+    """Run one command end to end and return its summary; results go to `sink` in order."""
+    profile = load_profile(settings, warn)
+    router = make_router(settings, profile)
+    check_inputs(settings.inputs)
+    if settings.state_path and "-" in settings.inputs:
+        raise UsageError("--state cannot track stdin: give the input as a file")
+
+    with ExitStack() as stack:
+        sender = None
+        if not settings.dry_run:
+            sender = open_sender(settings, profile, stack)
+        failed = None
+        if settings.failed_path:
+            failed = FailedFile(settings.failed_path)
+            stack.callback(failed.close)
+
+        def record(item: InputItem, results: Sequence[Result]) -> None:
+            if failed is not None:
+                for result in results:
+                    if result.status is Status.FAILED or result.status is Status.INVALID:
+                        failed.write(item, result)
+            sink(item, results)
+
+        def idle() -> None:
+            if failed is not None:
+                failed.flush()
+            if on_idle is not None:
+                on_idle()
+
+        items: Iterable[InputItem | None] = itertools.chain(
+            settings.arg_items, read_inputs(settings.inputs, stdin)
+        )
+        if "-" in settings.inputs:
+            items = with_ticks(items)  # type: ignore[arg-type]
+        default_action = None if settings.mode == "replay" else settings.mode
+        pipeline = Pipeline(
+            router=router,
+            sender=sender,
+            sink=record,
+            options=PipelineOptions(
+                batch_size=settings.batch_size,
+                concurrency=settings.concurrency,
+                dry_run=settings.dry_run,
+                default_action=default_action,
+            ),
+            stop=stop,
+            on_idle=idle,
+        )
+        return pipeline.run(items)
+
+
+def open_sender(settings: RunSettings, profile: Profile, stack: ExitStack) -> Sender:
+    """The CleverTap client for this run, to CleverTap or to an in-process sandbox."""
+    from ctcli.clevertap import CleverTapClient, ClientSettings
+
+    if settings.sandbox:
+        from ctcli.sandbox import Sandbox
+
+        passcode = secrets.token_hex(16)  # throwaway: the sandbox lives only for this run
+        sandbox = Sandbox(project_id=SANDBOX_PROJECT_ID, passcode=passcode).start()
+        stack.callback(sandbox.stop)
+        base_url, project_id = sandbox.url, SANDBOX_PROJECT_ID
+    else:
+        profile.require_credentials()
+        base_url = profile.base_url
+        project_id = profile.project_id or ""
+        passcode = profile.passcode or ""
+    client = CleverTapClient(
+        ClientSettings(
+            base_url=base_url,
+            project_id=project_id,
+            passcode=passcode,
+            timeout=settings.timeout,
+            max_retries=settings.max_retries,
+            concurrency=settings.concurrency,
+        )
+    )
+    stack.callback(client.close)
+    return client
