@@ -156,6 +156,10 @@ def _require_identity(event: Mapping[str, Any], mapping: FieldMapping) -> str:
         return identity
     if raw is None or isinstance(raw, str):
         raise InvalidEvent(f"missing identity: {mapping.identity!r} is empty or absent")
+    if isinstance(raw, float) and not math.isfinite(raw):
+        raise InvalidEvent(
+            f"missing identity: {mapping.identity!r} is {raw!r}, not a usable number"
+        )
     raise InvalidEvent(
         f"missing identity: {mapping.identity!r} is {_describe(raw)}, not a string or number"
     )
