@@ -265,7 +265,7 @@ class CleverTapClient:
             return [reply] * len(items)
         status = reply.status_code
         if 200 <= status < 300:
-            return outcomes_from_answer(reply.content, items)
+            return self._scrubbed(outcomes_from_answer(reply.content, items))
         if status == 400 and len(items) > 1:
             # One bad record makes CleverTap refuse the whole body: halve until it stands alone.
             middle = len(items) // 2
@@ -274,7 +274,21 @@ class CleverTapClient:
             error = f"{_status_text(status)} (redirects are not followed)"
         else:
             error = _answer_error_text(reply.content) or _status_text(status)
+        error = _scrub(error, self._settings.passcode)
         return [Outcome(ok=False, code=status, error=error)] * len(items)
+
+    def _scrubbed(self, outcomes: list[Outcome]) -> list[Outcome]:
+        # CleverTap's per-record texts reach result files; should one ever echo the passcode,
+        # it stops here. Only failures carry text, so the all-ok path costs one scan.
+        passcode = self._settings.passcode
+        if all(outcome.ok or passcode not in (outcome.error or "") for outcome in outcomes):
+            return outcomes
+        return [
+            Outcome(ok=False, code=outcome.code, error=_scrub(outcome.error or "", passcode))
+            if not outcome.ok
+            else outcome
+            for outcome in outcomes
+        ]
 
     def _send_encodable(self, url: str, key: str, items: list[Any]) -> list[Outcome]:
         """Fail the items JSON cannot carry, and send the rest."""
