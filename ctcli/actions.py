@@ -316,14 +316,21 @@ def _profile_value(value: Any, convert: bool) -> Any:
 def _profile_data(attributes: Mapping[str, Any], convert: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in attributes.items():
-        shaped = _profile_value(value, convert)
-        if shaped is not None:
-            out[key] = shaped
+        # Strings and plain numbers are most values: settle them without a call.
+        kind = type(value)
+        if kind is str:
+            if convert:
+                epoch = iso8601_to_epoch(value)
+                if epoch is not None:
+                    value = epoch
+            out[key] = value
+        elif kind is int or kind is bool:
+            out[key] = value
+        elif value is not None:
+            shaped = _profile_value(value, convert)
+            if shaped is not None:
+                out[key] = shaped
     return out
-
-
-def _byte_size(text: str, safe_chars: int) -> int:
-    return len(text) if len(text) <= safe_chars else len(text.encode("utf-8"))
 
 
 def _short(text: str) -> str:
@@ -332,7 +339,7 @@ def _short(text: str) -> str:
 
 def _check_length(key: str, value: Any) -> None:
     if isinstance(value, str):
-        size = _byte_size(value, _VALUE_SAFE_CHARS)
+        size = len(value) if len(value) <= _VALUE_SAFE_CHARS else len(value.encode("utf-8"))
         if size > _MAX_VALUE_BYTES:
             raise InvalidEvent(
                 f"{key!r} is {size} bytes, over CleverTap's limit of {_MAX_VALUE_BYTES} bytes"
@@ -368,13 +375,19 @@ def validate_profile_data(data: Mapping[str, Any]) -> None:
     """Raise InvalidEvent with the exact reason when CleverTap would refuse this profileData."""
     custom = 0
     for key, value in data.items():
-        size = _byte_size(key, _KEY_SAFE_CHARS)
-        if size > _MAX_KEY_BYTES:
-            raise InvalidEvent(
-                f"key {_short(key)!r} is {size} bytes, over CleverTap's limit of"
-                f" {_MAX_KEY_BYTES} bytes"
-            )
-        _check_length(key, value)
+        if len(key) > _KEY_SAFE_CHARS:
+            size = len(key.encode("utf-8"))
+            if size > _MAX_KEY_BYTES:
+                raise InvalidEvent(
+                    f"key {_short(key)!r} is {size} bytes, over CleverTap's limit of"
+                    f" {_MAX_KEY_BYTES} bytes"
+                )
+        kind = type(value)
+        if kind is str:
+            if len(value) > _VALUE_SAFE_CHARS:
+                _check_length(key, value)
+        elif kind is not int and kind is not bool and kind is not float:
+            _check_length(key, value)
         if key in STANDARD_KEYS:
             _check_standard(key, value)
         else:
