@@ -266,13 +266,21 @@ def _check(
     try:
         check_credentials(base_url, resolved.project_id, resolved.passcode, timeout=CHECK_TIMEOUT)
     except CredentialsRejected as exc:
-        raise CredentialsRejected(
-            f"{exc} at {base_url} (profile {resolved.name!r}; "
-            f"fix it with 'ctcli configure --profile {resolved.name}')"
-        ) from None
+        raise CredentialsRejected(f"{exc} at {base_url} ({_fix_hint(resolved)})") from None
     except Unreachable as exc:
         raise Unreachable(f"could not check the credentials: {exc}") from None
     typer.echo(f"Credentials accepted by {base_url} ({resolved.project_id})")
+
+
+def _fix_hint(resolved: config.Profile) -> str:
+    from_env = [
+        config.SETTING_ENV[key]
+        for key in ("project_id", "passcode")
+        if resolved.origins.get(key) == "env"
+    ]
+    if from_env:
+        return f"check {' and '.join(from_env)}"
+    return f"profile {resolved.name!r}; fix it with 'ctcli configure --profile {resolved.name}'"
 
 
 def _list(path: Path, profile: str | None, env: Mapping[str, str]) -> None:

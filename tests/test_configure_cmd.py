@@ -371,6 +371,28 @@ def test_check_refused_credentials_exit_3(config: Path, sandbox: Any) -> None:
     assert "refused" in result.stderr
 
 
+def test_check_refused_environment_credentials_points_at_the_variables(
+    config: Path, sandbox: Any
+) -> None:
+    result = invoke(
+        config,
+        ["--check"],
+        CLEVERTAP_PROJECT_ID=SANDBOX_ID,
+        CLEVERTAP_PASSCODE="wrong-passcode",
+        CLEVERTAP_ENDPOINT=sandbox.url,
+    )
+    assert "check CLEVERTAP_PROJECT_ID and CLEVERTAP_PASSCODE" in result.stderr
+
+
+@pytest.mark.usefixtures("not_terminal")
+def test_check_refused_file_credentials_points_at_configure(config: Path, sandbox: Any) -> None:
+    args = ["-p", "sbx", "--project-id", SANDBOX_ID, "--endpoint", sandbox.url]
+    assert invoke(config, [*args, "--passcode-stdin"], input="wrong\n").exit_code == 0
+    result = invoke(config, ["--check", "-p", "sbx"])
+    assert result.exit_code == 3
+    assert "ctcli configure --profile sbx" in result.stderr
+
+
 def test_check_unreachable_api_exit_2_with_the_reason(config: Path, closed_port_url: str) -> None:
     result = invoke(
         config,
