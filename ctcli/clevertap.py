@@ -545,7 +545,7 @@ def check_credentials(
             response = http.post(
                 base + UPLOAD_PATH, content=orjson.dumps({"d": []}), headers=headers
             )
-    except httpx.TransportError as exc:
+    except httpx.RequestError as exc:
         reason = _scrub(_transport_reason(exc, timeout), passcode)
         raise Unreachable(f"cannot reach {base}: {reason}") from None
     status = response.status_code
@@ -558,7 +558,11 @@ def check_credentials(
 
 def _normalise_base_url(base_url: str) -> str:
     base = base_url.strip().rstrip("/")
-    if not base.startswith(("http://", "https://")):
+    try:
+        host = httpx.URL(base).host
+    except httpx.InvalidURL:
+        host = ""
+    if not base.startswith(("http://", "https://")) or not host:
         raise ConfigError(f"the CleverTap endpoint {base_url!r} is not an http(s) URL")
     return base
 
@@ -606,7 +610,7 @@ def _rejection_message(project_id: str, response: httpx.Response, passcode: str)
     return f"CleverTap refused the credentials for project {project_id} ({suffix})"
 
 
-def _transport_reason(exc: httpx.TransportError, timeout: float) -> str:
+def _transport_reason(exc: httpx.RequestError, timeout: float) -> str:
     """Say in a few words why a request got no answer (never quoting the request itself)."""
     if isinstance(exc, httpx.ConnectTimeout):
         return f"no connection within {timeout:g} s"

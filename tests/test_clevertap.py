@@ -680,3 +680,9 @@ def test_check_credentials_calls_a_closed_port_unreachable() -> None:
     with pytest.raises(Unreachable) as raised:
         check_credentials("http://127.0.0.1:9", PROJECT, SENTINEL, timeout=2)
     assert str(raised.value) == "cannot reach http://127.0.0.1:9: connection refused"
+
+
+@pytest.mark.parametrize("url", ["eu1.api.clevertap.com", "ftp://example.com", "http://", ""])
+def test_endpoint_that_is_not_an_http_url_is_a_configuration_error(url: str) -> None:
+    with pytest.raises(ConfigError, match="not an http"):
+        CleverTapClient(settings(base_url=url))
