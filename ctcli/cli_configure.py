@@ -119,7 +119,7 @@ def configure(
 def _warn_permissions(path: Path) -> None:
     warning = config.permission_warning(path)
     if warning:
-        _message(warning)
+        _message(f"ctcli: warning: {warning}")
 
 
 def _profile_name(profile: str | None, env: Mapping[str, str]) -> str:

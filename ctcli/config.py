@@ -333,8 +333,8 @@ def resolve_profile(
 
 
 def permission_warning(path: Path) -> str | None:
-    """A one-line warning (with the "ctcli: warning:" prefix) when group or others can read or
-    write the existing file at `path`; None when it is private or absent."""
+    """A one-line warning when group or others can read or write the existing file at `path`;
+    None when it is private or absent. Callers add their own prefix ("ctcli: warning: ")."""
     try:
         mode = stat.S_IMODE(path.stat().st_mode)
     except OSError:
@@ -342,7 +342,7 @@ def permission_warning(path: Path) -> str | None:
     if not mode & 0o066:
         return None
     return (
-        f"ctcli: warning: config file {path} is accessible by group or others "
+        f"config file {path} is accessible by group or others "
         f"(mode {mode:04o}) and holds passcodes: run 'chmod 600 {path}'"
     )
 

@@ -326,6 +326,7 @@ def test_list_warns_when_the_file_is_readable_by_others(config: Path) -> None:
     config.chmod(0o644)
     result = invoke(config, ["--list"])
     assert result.exit_code == 0
+    assert result.stderr.startswith(f"ctcli: warning: config file {config} is accessible")
     assert f"chmod 600 {config}" in result.stderr
     assert "chmod" not in result.stdout
 
