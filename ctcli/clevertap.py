@@ -32,10 +32,6 @@ MAX_UPLOAD_RECORDS = 1000
 MAX_DELETE_IDENTITIES = 100
 USER_AGENT = f"ctcli/{__version__}"
 
-# Bodies CleverTap may echo are not ours to trust with unbounded size in a one-line message.
-_MAX_REASON_CHARS = 300
-
-
 MAX_CONCURRENCY = 15  # CleverTap's concurrent-request ceiling per account
 UNREADABLE_ANSWER = "unreadable answer from CleverTap"
 
@@ -49,6 +45,8 @@ _RETRYABLE_TRANSPORT_ERRORS = (
 )
 _RECORD_NUMBER = re.compile(r"record\s+number\s*:?\s*(\d+)", re.IGNORECASE)
 _IDENTITY_KEYS = ("identity", "objectId", "FBID", "GPID", "guid")
+# Bodies CleverTap may echo are not ours to trust with unbounded size in a one-line message.
+_MAX_REASON_CHARS = 300
 
 
 @dataclass(frozen=True)
@@ -296,7 +294,8 @@ class CleverTapClient:
         sendable: list[int] = []
         for index, item in enumerate(items):
             try:
-                orjson.dumps(item)
+                # Inside the same envelope: nesting depth counts against orjson's limit too.
+                orjson.dumps({key: [item]})
             except orjson.JSONEncodeError as exc:
                 outcomes[index] = Outcome(ok=False, error=f"cannot be sent as JSON: {exc}")
             else:

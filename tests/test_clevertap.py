@@ -686,3 +686,19 @@ def test_check_credentials_calls_a_closed_port_unreachable() -> None:
 def test_endpoint_that_is_not_an_http_url_is_a_configuration_error(url: str) -> None:
     with pytest.raises(ConfigError, match="not an http"):
         CleverTapClient(settings(base_url=url))
+
+
+def test_record_too_deep_for_json_inside_the_envelope_fails_alone() -> None:
+    # deep enough to fail only once wrapped in {"d": [...]}
+    deep: dict = {}
+    inner = deep
+    for _ in range(251):
+        inner["x"] = {}
+        inner = inner["x"]
+    batch = records(2)
+    batch[0]["profileData"] = deep
+    recorder = Recorder([success()])
+    with make_client(recorder) as client:
+        outcomes = client.upload(batch)
+    assert not outcomes[0].ok and outcomes[1] == OK
+    assert recorder.bodies() == [{"d": [batch[1]]}]
