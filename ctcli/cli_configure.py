@@ -16,7 +16,13 @@ from typing import Annotated, Any
 import typer
 
 from ctcli import config
-from ctcli.errors import ConfigError, CredentialsRejected, Unreachable, UsageError
+from ctcli.errors import (
+    ConfigError,
+    CredentialsRejected,
+    ExitStatus,
+    Unreachable,
+    UsageError,
+)
 
 CHECK_TIMEOUT = 10.0
 
@@ -215,9 +221,18 @@ def _read_passcode_stdin(interactive: bool) -> str:
     return line
 
 
+def _prompt(text: str, **options: Any) -> str:
+    """Ask on stderr (stdout stays clean); Ctrl-C or Ctrl-D ends the command, nothing saved."""
+    try:
+        return str(typer.prompt(text, err=True, **options))
+    except typer.Abort:
+        _message("\nctcli: interrupted: nothing saved")
+        raise typer.Exit(int(ExitStatus.INTERRUPTED)) from None
+
+
 def _ask_project_id(current: str | None) -> str:
     while True:
-        answer = typer.prompt("Project ID", default=current, err=True).strip()
+        answer = _prompt("Project ID", default=current).strip()
         if answer:
             return answer
 
@@ -225,7 +240,7 @@ def _ask_project_id(current: str | None) -> str:
 def _ask_region(current: str) -> str:
     codes = " ".join(config.REGIONS)
     while True:
-        answer = typer.prompt(f"Region ({codes})", default=current, err=True)
+        answer = _prompt(f"Region ({codes})", default=current)
         try:
             return config.normalize_region(answer)
         except ConfigError as exc:
@@ -237,9 +252,7 @@ def _ask_passcode(current: str | None) -> str:
     if current:
         label = f"Passcode [{config.mask_secret(current)}, Enter keeps it]"
     while True:
-        answer = typer.prompt(
-            label, default="", show_default=False, hide_input=True, err=True
-        ).strip()
+        answer = _prompt(label, default="", show_default=False, hide_input=True).strip()
         if answer:
             return answer
         if current:

@@ -277,6 +277,16 @@ def test_on_a_terminal_a_bad_region_is_asked_again(config: Path) -> None:
     assert profiles(config)["default"]["region"] == "sg1"
 
 
+@pytest.mark.usefixtures("terminal")
+def test_on_a_terminal_end_of_input_at_a_prompt_saves_nothing_and_exits_130(
+    config: Path,
+) -> None:
+    result = invoke(config, ["--profile", "p"], input="ID\n")
+    assert result.exit_code == 130
+    assert "nothing saved" in result.stderr
+    assert not config.exists()
+
+
 # --- listing ---------------------------------------------------------------------------------
 
 
