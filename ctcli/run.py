@@ -11,6 +11,7 @@ import os
 import secrets
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from ctcli.errors import InputError, UsageError
 from ctcli.failed_file import FailedFile
 from ctcli.models import Action, FieldMapping, InputItem, Result, Status
 from ctcli.pipeline import Pipeline, PipelineOptions, Sender, Summary, with_ticks
+from ctcli.state import StateFile
 from ctcli.subscriptions import Subscription, build_subscriptions, route
 
 SANDBOX_PROJECT_ID = "sandbox"
@@ -108,11 +110,33 @@ def check_inputs(inputs: Sequence[str]) -> None:
         raise UsageError("stdin ('-') can be given only once")
 
 
-def read_inputs(inputs: Sequence[str], stdin: BinaryIO | None) -> Iterator[InputItem]:
+def read_inputs(
+    inputs: Sequence[str],
+    stdin: BinaryIO | None,
+    state: StateFile | None = None,
+    note: Callable[[str], None] = lambda message: None,
+) -> Iterator[InputItem]:
+    """Every item of every input, picking each file up where its checkpoint left it."""
     from ctcli.sources import read_source
 
     for name in inputs:
-        yield from read_source(name, stdin=stdin)
+        if state is None or name == "-":
+            yield from read_source(name, stdin=stdin)
+            continue
+        resume, discarded = state.resume_point(name)
+        if discarded:
+            note(discarded)
+        state.begin_file(name)
+        if resume is None:
+            yield from read_source(name)
+        elif resume.offset is not None:
+            note(f"{name}: resuming after line {resume.line} (checkpoint in {state.path})")
+            yield from read_source(name, start_offset=resume.offset, start_line=resume.line)
+        else:
+            note(f"{name}: skipping the {resume.line} items settled by an earlier run")
+            for item in read_source(name):
+                if item.line > resume.line:
+                    yield item
 
 
 def execute(
@@ -139,12 +163,37 @@ def execute(
         if settings.failed_path:
             failed = FailedFile(settings.failed_path)
             stack.callback(failed.close)
+        state = None
+        if settings.state_path:
+            state = StateFile(settings.state_path)
+            state.lock()
+            stack.callback(state.unlock)
+            state.load()
+            if not settings.dry_run:  # a dry run sends nothing, so it settles nothing
+                stack.callback(state.save)
+                if failed is not None:
+                    # LIFO: the failed file is flushed before the checkpoint that counts on it
+                    stack.callback(failed.flush)
+        last_save = time.monotonic()
+
+        def save_checkpoint() -> None:
+            nonlocal last_save
+            if state is None or settings.dry_run:
+                return
+            if failed is not None:
+                failed.flush()
+            state.save()
+            last_save = time.monotonic()
 
         def record(item: InputItem, results: Sequence[Result]) -> None:
             if failed is not None:
                 for result in results:
                     if result.status is Status.FAILED or result.status is Status.INVALID:
                         failed.write(item, result)
+            if state is not None:
+                state.settle(item, results, failed_written=failed is not None)
+                if time.monotonic() - last_save > 1.0:
+                    save_checkpoint()
             sink(item, results)
 
         def idle() -> None:
@@ -154,7 +203,7 @@ def execute(
                 on_idle()
 
         items: Iterable[InputItem | None] = itertools.chain(
-            settings.arg_items, read_inputs(settings.inputs, stdin)
+            settings.arg_items, read_inputs(settings.inputs, stdin, state, warn)
         )
         if "-" in settings.inputs:
             items = with_ticks(items)  # type: ignore[arg-type]

@@ -1,0 +1,178 @@
+"""--state checkpoints: how far each input file is settled, so a re-run sends only what is new.
+
+A file's checkpoint only ever moves to the end of a contiguous run of settled events
+(ok, invalid, skipped, or failed and written to the --failed file), so a killed run re-sends
+at most what was in flight. The state file is replaced atomically; a sidecar lock file stops
+two runs from sharing it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ctcli.errors import ConfigError, StateLocked
+from ctcli.models import InputItem, Result, Status
+
+HEAD_BYTES = 4096  # how much of a file's beginning identifies it across runs
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Where to pick a file up: after `line`, at byte `offset` when it is NDJSON."""
+
+    line: int
+    offset: int | None
+
+
+def _head_hash(path: str, length: int) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read(length)).hexdigest()
+
+
+class StateFile:
+    """Checkpoints of the input files of a run, loaded at start and saved as events settle."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._lock_handle: Any = None
+        self._entries: dict[str, dict[str, Any]] = {}
+        self._blocked: set[str] = set()
+        self._current: dict[str, dict[str, Any]] = {}  # identity of each file as read this run
+        self._dirty = False
+
+    # -- lock ----------------------------------------------------------------------------
+
+    def lock(self) -> None:
+        """Take the sidecar lock, or fail at once naming the run that holds it."""
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        try:
+            handle = open(lock_path, "a+")  # noqa: SIM115 - held for the whole run
+        except OSError as exc:
+            raise ConfigError(f"cannot open lock file '{lock_path}': {exc.strerror}") from None
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise StateLocked(
+                f"state file '{self.path}' is in use by another ctcli run (pid {holder}); "
+                "wait for it to finish"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._lock_handle = handle
+
+    def unlock(self) -> None:
+        if self._lock_handle is not None:
+            self._lock_handle.close()  # closing releases the flock
+            self._lock_handle = None
+
+    # -- load / save ---------------------------------------------------------------------
+
+    def load(self) -> None:
+        try:
+            data = orjson.loads(self.path.read_bytes())
+        except FileNotFoundError:
+            return
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise ConfigError(
+                f"state file '{self.path}' is unreadable ({exc}); move it away to start over"
+            ) from None
+        files = data.get("files") if isinstance(data, dict) else None
+        if not isinstance(files, dict):
+            raise ConfigError(f"state file '{self.path}' is not a ctcli state file")
+        self._entries = {str(key): value for key, value in files.items() if isinstance(value, dict)}
+
+    def save(self) -> None:
+        """Write atomically; a run that settled nothing leaves the old checkpoint alone."""
+        if not self._dirty:
+            return
+        document = {"version": STATE_VERSION, "files": self._entries}
+        directory = self.path.parent if str(self.path.parent) else Path(".")
+        fd, temp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(orjson.dumps(document, option=orjson.OPT_INDENT_2))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+        self._dirty = False
+
+    # -- per file ------------------------------------------------------------------------
+
+    @staticmethod
+    def key(name: str) -> str:
+        return os.path.realpath(name)
+
+    def resume_point(self, name: str) -> tuple[Resume | None, str | None]:
+        """Where to start reading `name`, and a message when the checkpoint is discarded."""
+        entry = self._entries.get(self.key(name))
+        if not entry:
+            return None, None
+        try:
+            stat = os.stat(name)
+            same_file = (stat.st_dev, stat.st_ino) == (entry["device"], entry["inode"])
+            grown = stat.st_size >= entry["size"]
+            head_len = min(int(entry["size"]), HEAD_BYTES)
+            same_head = _head_hash(name, head_len) == entry["head_sha256"]
+        except (OSError, KeyError, TypeError, ValueError):
+            same_file = grown = same_head = False
+        if not (same_file and grown and same_head):
+            del self._entries[self.key(name)]
+            self._dirty = True
+            return None, (
+                f"{name} was replaced or truncated since the last run: starting from the beginning"
+            )
+        return Resume(int(entry["line"]), entry.get("offset")), None
+
+    def begin_file(self, name: str) -> None:
+        """Remember the identity of `name` as it is now, before reading it."""
+        stat = os.stat(name)
+        self._current[self.key(name)] = {
+            "device": stat.st_dev,
+            "inode": stat.st_ino,
+            "size": stat.st_size,
+            "head_sha256": _head_hash(name, min(stat.st_size, HEAD_BYTES)),
+        }
+
+    def settle(self, item: InputItem, results: Sequence[Result], *, failed_written: bool) -> None:
+        """Move the file's checkpoint past `item` if it, and all before it, are settled."""
+        key = self.key(item.source)
+        identity = self._current.get(key)
+        if identity is None or key in self._blocked:
+            return
+        if not all(is_settled(result, failed_written) for result in results):
+            self._blocked.add(key)  # the checkpoint must never pass an unsettled event
+            return
+        self._entries[key] = {**identity, "line": item.line, "offset": item.end_offset}
+        self._dirty = True
+
+
+def is_settled(result: Result, failed_written: bool) -> bool:
+    status = result.status
+    if status is Status.OK or status is Status.INVALID or status is Status.SKIPPED:
+        return True
+    if status is Status.FAILED:
+        return failed_written
+    return False  # dry-run: nothing was sent
