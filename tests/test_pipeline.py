@@ -176,7 +176,7 @@ def test_a_sender_bug_fails_the_batch_instead_of_losing_it():
         def upload(self, records):
             raise RuntimeError("boom")
 
-    results, summary = run(items_of([identify(1), identify(2)]), Broken())
+    results, _ = run(items_of([identify(1), identify(2)]), Broken())
     assert [r.status for r in results] == [Status.FAILED, Status.FAILED]
     assert "boom" in results[0].error
 
