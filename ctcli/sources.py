@@ -1,0 +1,524 @@
+"""Read files, stdin and gzip into a lazy stream of InputItems (NDJSON, JSON, batch envelopes).
+
+Formats are told apart by content, never by file name:
+
+- gzip: the stream starts with the bytes 1f 8b; everything below applies to what it decompresses to.
+- NDJSON: one JSON value per line, streamed in constant memory. Blank lines are skipped but counted,
+  so `line` is always the file's own line number, and `end_offset` is the byte offset just past the
+  line (what a checkpoint stores and `start_offset` resumes from).
+- A JSON array of objects, or a single JSON object (pretty-printed over many lines): read whole;
+  `line` is the 1-based position of the item.
+- A Segment batch envelope `{"batch": [...]}`: its items, numbered by position. One per line in an
+  NDJSON file is allowed too; positions then run on across the envelopes, and only an envelope's
+  last item carries the line's `end_offset` (so a checkpoint never lands inside an envelope).
+- A line of a `--failed` file: the original event is taken back out of it.
+
+Bad content never raises: it becomes an InputItem with `error` set. Only a file that cannot be
+opened or read raises InputError.
+
+JSON is parsed with orjson. The standard library's parser takes over when orjson refuses something
+(so nothing valid is rejected) and for lines holding a run of 19 or more digits, because orjson
+silently turns integers beyond 64 bits into floats, which would corrupt numeric ids.
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import io
+import itertools
+import json
+import math
+import os
+import stat
+import sys
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, BinaryIO
+
+import orjson
+
+from ctcli.errors import InputError
+from ctcli.models import InputItem
+
+__all__ = ["open_source", "read_source", "read_sources"]
+
+_BUFFER_SIZE = 1 << 20
+_GZIP_MAGIC = b"\x1f\x8b"
+_BOM = b"\xef\xbb\xbf"
+# Any integer beyond 64 bits has at least 19 digits; translate() + `in` finds such a run in C,
+# several times faster than a regular expression.
+_DIGIT_MAP = bytes(48 if 48 <= i <= 57 else 32 for i in range(256))
+_LONG_DIGIT_RUN = b"0" * 19
+_FAILED_STATUSES = ("failed", "invalid")
+_EXACT = object()  # marks a line that needs the standard library's parser
+
+
+class _BadJSON(Exception):
+    """Why some bytes are not a JSON value, with where (1-based) when known."""
+
+    def __init__(
+        self,
+        kind: str,
+        reason: str,
+        line: int | None = None,
+        column: int | None = None,
+        *,
+        pos: int | None = None,
+        at_end: bool = False,
+    ) -> None:
+        super().__init__(reason)
+        self.kind = kind  # "JSON" or "UTF-8"
+        self.reason = reason
+        self.line = line
+        self.column = column
+        self.pos = pos  # character offset into the decoded text (JSON errors only)
+        self.at_end = at_end  # the text stopped where more was expected: a prefix of a document
+
+    def for_line(self) -> str:
+        where = f" at column {self.column}" if self.column is not None else ""
+        return f"invalid {self.kind}: {self.reason}{where}"
+
+    def for_document(self) -> str:
+        if self.line is None or self.column is None:
+            return self.for_line()
+        return f"invalid {self.kind}: {self.reason} at line {self.line} column {self.column}"
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):
+        raise ValueError(f"number out of range: {text}")
+    return number
+
+
+# NaN, Infinity and overflowing floats are not JSON; orjson refuses them and so must the fallback.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _parse_exact(data: bytes) -> Any:
+    """Parse with the standard library; raise _BadJSON saying why not."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        start = exc.start
+        line = data.count(b"\n", 0, start) + 1
+        column = start - (data.rfind(b"\n", 0, start) + 1) + 1
+        raise _BadJSON("UTF-8", f"byte 0x{data[start]:02x}", line, column) from None
+    # Trailing newlines would push an "unexpected end" error onto a line of its own.
+    text = text.rstrip(" \t\r\n")
+    try:
+        value = _DECODER.decode(text)
+    except json.JSONDecodeError as exc:
+        reason = exc.msg[:1].lower() + exc.msg[1:]
+        # "Unterminated string starting at" already ends with "at".
+        reason = reason.removesuffix(" at")
+        raise _BadJSON(
+            "JSON", reason, exc.lineno, exc.colno, pos=exc.pos, at_end=exc.pos >= len(text)
+        ) from None
+    except RecursionError:
+        raise _BadJSON("JSON", "nested too deeply") from None
+    except ValueError as exc:
+        raise _BadJSON("JSON", str(exc)) from None
+    # orjson refuses lone surrogates ("\ud800"); letting them through would only move the crash
+    # to whoever serialises the event next.
+    if "\\u" in text:
+        try:
+            lone = _has_lone_surrogate(value)
+        except RecursionError:
+            raise _BadJSON("JSON", "nested too deeply") from None
+        if lone:
+            raise _BadJSON("JSON", "lone UTF-16 surrogate escape in a string")
+    return value
+
+
+def _parse(data: bytes) -> Any:
+    """Parse one JSON value from bytes, fast when possible, exactly always."""
+    if _LONG_DIGIT_RUN not in data.translate(_DIGIT_MAP):
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return _parse_exact(data)
+
+
+def _line_text(data: bytes) -> str:
+    return data.decode("utf-8", "replace").rstrip("\r\n")
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if value is None:
+        return "null"
+    return "object"
+
+
+def _is_failed_line(value: dict[str, Any]) -> bool:
+    return (
+        value.get("status") in _FAILED_STATUSES
+        and "event" in value
+        and "source" in value
+        and "line" in value
+        and "action" in value
+    )
+
+
+def _is_envelope(value: dict[str, Any]) -> bool:
+    return type(value.get("batch")) is list and "type" not in value and "event" not in value
+
+
+def _dumps_raw(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _not_object(
+    source: str, line: int, value: Any, raw: str | None, end_offset: int | None, only: str | None
+) -> InputItem:
+    error = f"not a JSON object (got {_json_type(value)})"
+    return InputItem(source, line, None, error, raw, end_offset, only)
+
+
+def _unwrap_failed(
+    source: str, line: int, wrapper: dict[str, Any], end_offset: int | None
+) -> InputItem:
+    action = wrapper["action"]
+    only = action if isinstance(action, str) else None
+    event = wrapper["event"]
+    if type(event) is dict:
+        return InputItem(source, line, event, None, None, end_offset, only)
+    if not isinstance(event, str):
+        return _not_object(source, line, event, _dumps_raw(event), end_offset, only)
+    # The raw text of a line that was bad last time: it may have been fixed by hand since.
+    try:
+        value = _parse(event.encode("utf-8", "surrogatepass"))
+    except _BadJSON as bad:
+        return InputItem(source, line, None, bad.for_line(), event, end_offset, only)
+    if type(value) is dict:
+        return InputItem(source, line, value, None, None, end_offset, only)
+    return _not_object(source, line, value, event, end_offset, only)
+
+
+def _to_item(
+    source: str, line: int, value: Any, end_offset: int | None, raw: str | None
+) -> InputItem:
+    """An item for one parsed value that is not a batch envelope."""
+    if type(value) is dict:
+        if "status" in value and _is_failed_line(value):
+            return _unwrap_failed(source, line, value, end_offset)
+        return InputItem(source, line, value, None, None, end_offset)
+    return _not_object(source, line, value, raw, end_offset, None)
+
+
+def _batch_items(
+    source: str, batch: list[Any], position: int, end_offset: int | None
+) -> Iterator[InputItem]:
+    last = position + len(batch)
+    for number, value in enumerate(batch, position + 1):
+        raw = None if type(value) is dict else _dumps_raw(value)
+        yield _to_item(source, number, value, end_offset if number == last else None, raw)
+
+
+def _ndjson(source: str, lines: Iterable[bytes], lineno: int, offset: int) -> Iterator[InputItem]:
+    """Items of NDJSON lines; `lineno` and `offset` are those just before the first line."""
+    # The hot path: one translate, one orjson call, two dict lookups and one InputItem per line.
+    loads = orjson.loads
+    decode_error = orjson.JSONDecodeError
+    digit_map = _DIGIT_MAP
+    long_run = _LONG_DIGIT_RUN
+    item = InputItem
+    position = 0  # items of batch envelopes seen so far
+    for data in lines:
+        lineno += 1
+        offset += len(data)
+        if long_run in data.translate(digit_map):
+            value = _EXACT
+        else:
+            try:
+                value = loads(data)
+            except decode_error:
+                value = _EXACT
+        if value is _EXACT:
+            if not data.strip():
+                continue
+            try:
+                value = _parse_exact(data)
+            except _BadJSON as bad:
+                yield item(source, lineno, None, bad.for_line(), _line_text(data), offset)
+                continue
+        if type(value) is dict:
+            if "status" not in value and "batch" not in value:
+                yield item(source, lineno, value, None, None, offset)
+            elif _is_envelope(value):
+                batch = value["batch"]
+                yield from _batch_items(source, batch, position, offset)
+                position += len(batch)
+            else:
+                yield _to_item(source, lineno, value, offset, None)
+        else:
+            yield _to_item(source, lineno, value, offset, _line_text(data))
+
+
+def _continues_as_ndjson(document: bytes, bad: _BadJSON) -> bool:
+    """Whether a document that failed to parse is really NDJSON whose first line is cut short.
+
+    True when the parser choked at the very start of a later line and that line is a complete
+    JSON value on its own: `{"a": 1` followed by `{"b": 2}`, rather than a truncated pretty object.
+    """
+    if bad.kind != "JSON" or bad.pos is None or bad.line is None or bad.line < 2:
+        return False
+    text = document.decode("utf-8")
+    start = text.rfind("\n", 0, bad.pos) + 1
+    if text[start : bad.pos].strip():
+        return False
+    end = text.find("\n", bad.pos)
+    line = text[start:] if end < 0 else text[start:end]
+    try:
+        _parse(line.encode("utf-8"))
+    except _BadJSON:
+        return False
+    return True
+
+
+def _document(source: str, document: bytes, lineno: int, offset: int) -> Iterator[InputItem]:
+    """Items of a whole JSON document: an array, an envelope or one object."""
+    try:
+        value = _parse(document)
+    except _BadJSON as bad:
+        if _continues_as_ndjson(document, bad):
+            yield from _ndjson(source, io.BytesIO(document), lineno, offset)
+        else:
+            raw = document.decode("utf-8", "replace")
+            yield InputItem(source, 1, None, bad.for_document(), raw)
+        return
+    if type(value) is list:
+        yield from _batch_items(source, value, 0, None)
+    elif type(value) is dict and _is_envelope(value):
+        yield from _batch_items(source, value["batch"], 0, None)
+    else:
+        yield _to_item(source, 1, value, None, None)
+
+
+def _detect(source: str, stream: BinaryIO, lineno: int) -> Iterator[InputItem]:
+    """Items of a stream read from its start, whatever its format."""
+    lines = iter(stream)
+    pending: list[bytes] = []  # lines read while deciding, handed on to whichever reader decides
+    offset = 0
+    first = b""
+    for data in lines:
+        if not pending and data.startswith(_BOM):
+            data = data[len(_BOM) :]
+            offset = len(_BOM)
+        pending.append(data)
+        if data.strip():
+            first = data
+            break
+    if not first:
+        return
+    opener = first.lstrip()[:1]
+    if opener in (b"{", b"["):
+        try:
+            value = _parse(first)
+        except _BadJSON as bad:
+            if bad.at_end:
+                # A prefix of a value: the first line of a pretty-printed document.
+                pending.append(stream.read())
+                yield from _document(source, b"".join(pending), lineno, offset)
+                return
+        else:
+            if opener == b"[":
+                # One line holding an array is the whole document unless more lines follow.
+                for data in lines:
+                    pending.append(data)
+                    if data.strip():
+                        break
+                else:
+                    yield from _batch_items(source, value, 0, None)
+                    return
+    yield from _ndjson(source, itertools.chain(pending, lines), lineno, offset)
+
+
+class _Rewound(io.RawIOBase):
+    """A stream that cannot seek, with the bytes already read to sniff it put back in front."""
+
+    def __init__(self, head: bytes, rest: BinaryIO, *, owns: bool) -> None:
+        super().__init__()
+        self._head = head
+        self._rest = rest
+        self._owns = owns  # stdin is not ours to close
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        view = memoryview(buffer).cast("B")
+        if self._head:
+            count = min(len(view), len(self._head))
+            view[:count] = self._head[:count]
+            self._head = self._head[count:]
+            return count
+        # readinto1 returns what one read brings, so `tail -f | ctcli` sees lines as they come.
+        readinto = getattr(self._rest, "readinto1", None) or getattr(self._rest, "readinto", None)
+        if readinto is not None:
+            return readinto(view)
+        data = self._rest.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed and self._owns:
+            self._rest.close()
+        super().close()
+
+
+class _OwningGzipFile(gzip.GzipFile):
+    """A GzipFile that closes the stream it reads from (GzipFile leaves a given fileobj open)."""
+
+    def __init__(self, inner: BinaryIO) -> None:
+        super().__init__(fileobj=inner, mode="rb")
+        self._inner = inner
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._inner.close()
+
+
+def _read_head(stream: BinaryIO, size: int) -> bytes:
+    head = b""
+    while len(head) < size:
+        more = stream.read(size - len(head))
+        if not more:
+            break
+        head += more
+    return head
+
+
+def _cannot_read(name: str, exc: BaseException) -> str:
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    reason = reason or type(exc).__name__
+    what = "stdin" if name == "-" else repr(name)
+    return f"cannot read {what}: {reason}"
+
+
+def _open(name: str, stdin: BinaryIO | None) -> tuple[BinaryIO, bool]:
+    """The readable, decompressed stream of `name`, and whether it seeks (a plain regular file)."""
+    try:
+        if name == "-":
+            base = stdin if stdin is not None else getattr(sys.stdin, "buffer", None)
+            if base is None:
+                raise InputError("cannot read stdin: there is no standard input")
+            head = _read_head(base, len(_GZIP_MAGIC))
+            stream: BinaryIO = io.BufferedReader(_Rewound(head, base, owns=False), _BUFFER_SIZE)
+        else:
+            stream = open(name, "rb", buffering=_BUFFER_SIZE)  # noqa: SIM115 - returned open
+            try:
+                if stream.seekable():
+                    head = stream.read(len(_GZIP_MAGIC))
+                    stream.seek(0)
+                else:  # a named pipe, /dev/stdin, a process substitution
+                    head = _read_head(stream, len(_GZIP_MAGIC))
+                    stream = io.BufferedReader(_Rewound(head, stream, owns=True), _BUFFER_SIZE)
+            except BaseException:
+                stream.close()
+                raise
+        if head == _GZIP_MAGIC:
+            # The outer buffer lets lines be split in C instead of by GzipFile.readline.
+            return io.BufferedReader(_OwningGzipFile(stream), _BUFFER_SIZE), False
+        return stream, name != "-" and stream.seekable()
+    except OSError as exc:
+        raise InputError(_cannot_read(name, exc)) from exc
+
+
+def open_source(name: str, *, stdin: BinaryIO | None = None) -> BinaryIO:
+    """Open a file, or stdin for "-", as a binary stream, decompressing gzip (told by content).
+
+    Raises InputError naming the file when it cannot be opened or read.
+    """
+    return _open(name, stdin)[0]
+
+
+def _skip(stream: BinaryIO, count: int) -> None:
+    while count > 0:
+        chunk = stream.read(min(count, _BUFFER_SIZE))
+        if not chunk:
+            return
+        count -= len(chunk)
+
+
+def _read(
+    name: str, stream: BinaryIO, seekable: bool, start_offset: int, start_line: int
+) -> Iterator[InputItem]:
+    try:
+        with stream:
+            if start_offset > 0:
+                if seekable:
+                    stream.seek(start_offset)
+                else:
+                    _skip(stream, start_offset)
+                yield from _ndjson(name, stream, start_line, start_offset)
+            else:
+                yield from _detect(name, stream, start_line)
+    except (OSError, EOFError, zlib.error) as exc:
+        # A read error or a corrupt or truncated gzip stream, after the items read so far.
+        raise InputError(_cannot_read(name, exc)) from exc
+
+
+def read_source(
+    name: str,
+    *,
+    stdin: BinaryIO | None = None,
+    start_offset: int = 0,
+    start_line: int = 0,
+) -> Iterator[InputItem]:
+    """Lazily yield the items of one file, or of stdin for "-".
+
+    The file is opened at once, so a missing file raises InputError here rather than at the first
+    item. `start_offset`/`start_line` resume NDJSON where a checkpoint left off: reading starts at
+    that byte offset of the (decompressed) stream and numbers lines after `start_line`.
+    """
+    stream, seekable = _open(name, stdin)
+    return _read(name, stream, seekable, start_offset, start_line)
+
+
+def _check_readable(name: str) -> None:
+    # stat and access rather than open: opening a named pipe just to look would block or
+    # swallow its writer.
+    try:
+        mode = os.stat(name).st_mode
+    except OSError as exc:
+        raise InputError(_cannot_read(name, exc)) from exc
+    if stat.S_ISDIR(mode):
+        raise InputError(f"cannot read {name!r}: {os.strerror(errno.EISDIR)}")
+    if not os.access(name, os.R_OK):
+        raise InputError(f"cannot read {name!r}: {os.strerror(errno.EACCES)}")
+
+
+def read_sources(names: Sequence[str], *, stdin: BinaryIO | None = None) -> Iterator[InputItem]:
+    """Lazily yield the items of several sources in turn.
+
+    Every named file is checked first, so a typo in the last name fails before anything is read.
+    """
+    for name in names:
+        if name != "-":
+            _check_readable(name)
+    return itertools.chain.from_iterable(read_source(name, stdin=stdin) for name in names)
