@@ -102,16 +102,12 @@ class TableReporter:
         *,
         show: str | None,
         progress: bool,
-        color: bool,
     ) -> None:
         from rich.console import Console
 
-        self._console = Console(
-            file=out, markup=False, highlight=False, emoji=False, no_color=not color
-        )
-        self._err_console = Console(
-            file=err, markup=False, highlight=False, emoji=False, no_color=not color
-        )
+        # markup and highlighting off: event names and identities are user data, not markup.
+        self._console = Console(file=out, markup=False, highlight=False, emoji=False)
+        self._err_console = Console(file=err, markup=False, highlight=False, emoji=False)
         self._show = show  # "all", "failed" or None (all up to TABLE_ROW_LIMIT, then failed)
         self._rows: list[Result] = []
         self._events = 0
@@ -168,9 +164,14 @@ class TableReporter:
 
         if self._rows:
             table = Table(show_lines=False, header_style="bold")
-            for column in ("where", "type / event", "action", "identity", "status", "code"):
-                table.add_column(column, no_wrap=column in ("where", "status", "code"))
-            table.add_column("error", overflow="fold")
+            # Long paths and messages fold; the short columns always stay readable.
+            table.add_column("where", overflow="fold", min_width=8, ratio=2)
+            table.add_column("type / event", overflow="fold", min_width=8, ratio=1)
+            table.add_column("action", no_wrap=True, min_width=6)
+            table.add_column("identity", overflow="fold", min_width=8, ratio=1)
+            table.add_column("status", no_wrap=True, min_width=7)
+            table.add_column("code", no_wrap=True, min_width=4)
+            table.add_column("error", overflow="fold", min_width=10, ratio=2)
             for row in self._rows:
                 kind = row.type or ""
                 if row.event:
@@ -234,13 +235,15 @@ def make_reporter(
     output: str,
     *,
     show: str | None,
-    stdout: IO[str] = sys.stdout,
-    stderr: IO[str] = sys.stderr,
-    color: bool = True,
+    stdout: IO[str] | None = None,
+    stderr: IO[str] | None = None,
     progress: bool = False,
 ) -> NdjsonReporter | JsonReporter | TableReporter:
+    # Looked up per call, not at import: tests (and embedders) swap sys.stdout.
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
     if output == "ndjson":
         return NdjsonReporter(stdout.buffer, stderr)
     if output == "json":
         return JsonReporter(stdout.buffer)
-    return TableReporter(stdout, stderr, show=show, progress=progress, color=color)
+    return TableReporter(stdout, stderr, show=show, progress=progress)

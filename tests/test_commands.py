@@ -1,0 +1,298 @@
+"""upload, delete and replay through Typer's CliRunner, against the sandbox over real sockets."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from ctcli import cli_events
+from ctcli.cli import app
+from ctcli.sandbox import Sandbox
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "sample_events"
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """No credentials from the real environment; a config file of the test's own."""
+    for name in (
+        "CLEVERTAP_PROJECT_ID",
+        "CLEVERTAP_PASSCODE",
+        "CLEVERTAP_REGION",
+        "CLEVERTAP_ENDPOINT",
+        "CTCLI_PROFILE",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CTCLI_CONFIG", str(tmp_path / "config.toml"))
+    return {}
+
+
+@pytest.fixture
+def live(env, monkeypatch):
+    """A sandbox, and the environment pointing ctcli at it."""
+    with Sandbox(project_id="ACC-1", passcode="pass-1") as sandbox:
+        monkeypatch.setenv("CLEVERTAP_ENDPOINT", sandbox.url)
+        monkeypatch.setenv("CLEVERTAP_PROJECT_ID", "ACC-1")
+        monkeypatch.setenv("CLEVERTAP_PASSCODE", "pass-1")
+        yield sandbox
+
+
+def invoke(*args: str, input: str | bytes | None = None):
+    return CliRunner().invoke(app, list(args), input=input, catch_exceptions=False)
+
+
+def ndjson(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def write(path: Path, events: list) -> str:
+    path.write_text("".join(json.dumps(event) + "\n" for event in events))
+    return str(path)
+
+
+IDENTIFY = {"type": "identify", "userId": "u1", "traits": {"name": "One", "plan": "pro"}}
+PAGE = {"type": "page", "userId": "u1"}
+BAD_PHONE = {"type": "identify", "userId": "u2", "traits": {"phone": "12345"}}
+
+
+# -- each status in each format --------------------------------------------------------------
+
+
+def test_replay_sandbox_sample_events_exits_0_with_ok_and_skipped(env):
+    result = invoke("replay", "--sandbox", "-o", "ndjson", str(SAMPLES / "events.ndjson"))
+    assert result.exit_code == 0, result.stderr
+    statuses = {row["status"] for row in ndjson(result.stdout)}
+    assert statuses == {"ok", "skipped"}
+    summary = json.loads(result.stderr.strip().splitlines()[-1])["summary"]
+    assert summary["events"] == 8 and summary["failed"] == 0
+
+
+@pytest.mark.parametrize("output", ["ndjson", "json", "table"])
+def test_ok_skipped_invalid_statuses_in_every_format(env, tmp_path, output):
+    source = write(tmp_path / "in.ndjson", [IDENTIFY, PAGE, BAD_PHONE])
+    result = invoke("replay", "--sandbox", "-o", output, source)
+    assert result.exit_code == 1, result.stderr
+    if output == "ndjson":
+        rows = ndjson(result.stdout)
+    elif output == "json":
+        document = json.loads(result.stdout)
+        rows = document["results"]
+        assert document["summary"]["invalid"] == 1 and document["summary"]["ok"] == 1
+    else:
+        for word in ("ok", "skipped", "invalid", "Phone", "3 events"):
+            assert word in result.stdout
+        return
+    assert [row["status"] for row in rows] == ["ok", "skipped", "invalid"]
+    assert rows[2]["line"] == 3 and "Phone" in rows[2]["error"]
+
+
+@pytest.mark.parametrize("output", ["ndjson", "json", "table"])
+def test_dry_run_status_in_every_format(env, tmp_path, output):
+    source = write(tmp_path / "in.ndjson", [IDENTIFY])
+    result = invoke("upload", "--dry-run", "-o", output, source)
+    assert result.exit_code == 0
+    assert "dry-run" in result.stdout
+
+
+@pytest.mark.parametrize("output", ["ndjson", "json", "table"])
+def test_failed_status_in_every_format(live, tmp_path, output):
+    live.set_faults(fail_every=1, fail_status=400)
+    source = write(tmp_path / "in.ndjson", [IDENTIFY])
+    result = invoke("upload", "-o", output, source)
+    assert result.exit_code == 1
+    assert "failed" in result.stdout and "400" in result.stdout
+
+
+# -- exit codes ------------------------------------------------------------------------------
+
+
+def test_missing_file_is_one_line_and_exit_2(env):
+    result = invoke("replay", "--dry-run", "no-such-file.ndjson")
+    assert result.exit_code == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "no-such-file.ndjson" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_missing_credentials_name_the_value_and_exit_2(env, tmp_path):
+    source = write(tmp_path / "in.ndjson", [IDENTIFY])
+    result = invoke("upload", source)
+    assert result.exit_code == 2
+    assert "CLEVERTAP_PROJECT_ID" in result.stderr or "project id" in result.stderr
+
+
+def test_bad_option_value_exit_2(env):
+    result = invoke("upload", "--batch-size", "5000", "--dry-run", "x")
+    assert result.exit_code == 2
+
+
+def test_refused_credentials_exit_3_and_every_event_failed(live, tmp_path, monkeypatch):
+    monkeypatch.setenv("CLEVERTAP_PASSCODE", "wrong")
+    source = write(tmp_path / "in.ndjson", [IDENTIFY, {**IDENTIFY, "userId": "u9"}])
+    failed = tmp_path / "failed.ndjson"
+    result = invoke("upload", "-o", "ndjson", "--failed", str(failed), source)
+    assert result.exit_code == 3
+    rows = ndjson(result.stdout)
+    assert [row["error"] for row in rows] == ["credentials refused"] * 2
+    assert len(failed.read_text().splitlines()) == 2
+    assert live.profiles() == {}
+
+
+# -- upload ----------------------------------------------------------------------------------
+
+
+def test_one_off_upload_lands_with_the_right_types(live):
+    result = invoke(
+        "upload", "-o", "json", "--identity", "alice@example.com",
+        "--set", "Name=Alice", "--set", "Phone=+14155550100",
+        "--set", "Plan=pro", "--set", "Logins=3", "--set", "VIP=true",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stdout + result.stderr
+    document = json.loads(result.stdout)
+    assert document["results"][0]["source"] == "args"
+    profile = live.profiles()["alice@example.com"]["profileData"]
+    assert profile == {
+        "Name": "Alice", "Phone": "+14155550100", "Plan": "pro", "Logins": 3, "VIP": True
+    }  # fmt: skip
+
+
+def test_upload_sends_every_event_whatever_its_type(live, tmp_path):
+    track = {"type": "track", "userId": "t1", "event": "X", "properties": {"plan": "gold"}}
+    source = write(tmp_path / "in.ndjson", [track])
+    result = invoke("upload", "-o", "ndjson", source)
+    assert result.exit_code == 0
+    assert live.profiles()["t1"]["profileData"] == {"plan": "gold"}
+
+
+def test_upload_reads_gzip_and_batch_envelope(live):
+    result = invoke(
+        "upload", "-o", "ndjson",
+        str(SAMPLES / "identifies.ndjson.gz"), str(SAMPLES / "batch.json"),
+    )  # fmt: skip
+    rows = ndjson(result.stdout)
+    assert len(rows) == 103
+    assert len(live.profiles()) == 102  # the batch's Delete User track is uploaded too: no traits
+
+
+def test_upload_with_nothing_on_a_terminal_shows_usage(env, monkeypatch):
+    monkeypatch.setattr(cli_events, "stdin_is_terminal", lambda: True)
+    result = invoke("upload")
+    assert result.exit_code == 2
+    assert "Usage" in result.stderr
+
+
+def test_upload_reads_piped_stdin_without_dash(live):
+    result = invoke("upload", "-o", "ndjson", input=json.dumps(IDENTIFY) + "\n")
+    assert result.exit_code == 0
+    assert ndjson(result.stdout)[0]["source"] == "-"
+    assert "u1" in live.profiles()
+
+
+def test_one_off_set_without_identity_is_a_usage_error(env):
+    result = invoke("upload", "--set", "Name=x", "--dry-run")
+    assert result.exit_code == 2 and "--identity" in result.stderr
+
+
+# -- delete ----------------------------------------------------------------------------------
+
+
+def test_delete_refuses_without_yes_when_not_interactive(live):
+    result = invoke("delete", "u1", "u2")
+    assert result.exit_code == 2
+    assert "--yes" in result.stderr
+    assert live.stats()["delete_requests"] == 0
+
+
+def test_delete_with_yes_deletes_each_identity(live):
+    invoke("upload", "--identity", "u1", "--set", "a=1")
+    result = invoke("delete", "--yes", "-o", "ndjson", "u1", "u2")
+    assert result.exit_code == 0
+    assert [row["identity"] for row in ndjson(result.stdout)] == ["u1", "u2"]
+    assert sorted(live.deleted()) == ["u1", "u2"] and "u1" not in live.profiles()
+
+
+def test_delete_asks_on_a_terminal_and_no_means_nothing(live, monkeypatch):
+    monkeypatch.setattr(cli_events, "stdin_is_terminal", lambda: True)
+    result = invoke("delete", "u1", "u2", "u3", input="n\n")
+    assert "Delete 3 profiles from project ACC-1?" in result.stderr
+    assert result.exit_code == 0 and live.stats()["delete_requests"] == 0
+
+
+def test_delete_dry_run_never_asks(env):
+    result = invoke("delete", "--dry-run", "-o", "ndjson", "u1")
+    assert result.exit_code == 0
+    assert ndjson(result.stdout)[0]["status"] == "dry-run"
+
+
+def test_delete_from_file_of_events(live, tmp_path):
+    events = [{"type": "track", "userId": f"d{n}", "event": "whatever"} for n in range(150)]
+    result = invoke("delete", "--yes", "--file", write(tmp_path / "d.ndjson", events))
+    assert result.exit_code == 0
+    assert len(live.deleted()) == 150 and max(live.stats()["delete_sizes"]) <= 100
+
+
+# -- replay, failed file, output details -----------------------------------------------------
+
+
+def test_replay_of_the_failed_file_redrives_failures(live, tmp_path):
+    events = [{**IDENTIFY, "userId": f"u{n}"} for n in range(10)]
+    failed = tmp_path / "failed.ndjson"
+    live.set_faults(fail_every=1, fail_status=503)
+    first = invoke(
+        "replay", "-o", "ndjson", "--max-retries", "0", "--failed", str(failed),
+        write(tmp_path / "in.ndjson", events),
+    )  # fmt: skip
+    assert first.exit_code == 1 and len(failed.read_text().splitlines()) == 10
+    live.clear_faults()
+    again = invoke("replay", "-o", "ndjson", str(failed))
+    assert again.exit_code == 0
+    assert len(live.profiles()) == 10
+
+
+def test_failed_file_keeps_the_raw_text_of_a_bad_line(env, tmp_path):
+    source = tmp_path / "in.ndjson"
+    source.write_text('{"type": "identify", "userId": \n')
+    failed = tmp_path / "failed.ndjson"
+    invoke("replay", "--dry-run", "--failed", str(failed), str(source))
+    line = orjson.loads(failed.read_text())
+    assert line["event"].startswith('{"type": "identify"') and line["status"] == "invalid"
+    assert line["line"] == 1 and line["source"] == str(source)
+
+
+def test_user_data_is_never_rich_markup(env, tmp_path):
+    event = {"type": "track", "event": "[bold]x[/]", "userId": "[red]u[/red]"}
+    result = invoke("replay", "--dry-run", "-o", "table", write(tmp_path / "m.ndjson", [event]))
+    assert "[bold]x[/]" in result.stdout
+
+
+def test_gzip_input_without_gz_name(env, tmp_path):
+    path = tmp_path / "events.data"
+    path.write_bytes(gzip.compress((json.dumps(IDENTIFY) + "\n").encode()))
+    result = invoke("replay", "--dry-run", "-o", "ndjson", str(path))
+    assert ndjson(result.stdout)[0]["status"] == "dry-run"
+
+
+def test_list_subscriptions_shows_presets_and_profile_ones(env, tmp_path):
+    Path(tmp_path / "config.toml").write_text(
+        "[profiles.default]\nproject_id='x'\npasscode='y'\n"
+        "[[profiles.default.subscriptions]]\n"
+        "trigger = 'type = \"track\" and event = \"Account Closed\"'\naction = 'delete'\n"
+    )
+    result = invoke("replay", "--list-subscriptions")
+    assert result.exit_code == 0
+    assert "User Upload" in result.stdout and "Account Closed" in result.stdout
+
+
+def test_bad_trigger_in_profile_is_exit_2_with_position(env, tmp_path):
+    Path(tmp_path / "config.toml").write_text(
+        "[profiles.default]\n[[profiles.default.subscriptions]]\n"
+        "trigger = 'type == \"track\"'\naction = 'delete'\n"
+    )
+    result = invoke("replay", "--dry-run", str(SAMPLES / "events.ndjson"))
+    assert result.exit_code == 2
+    assert "position" in result.stderr
