@@ -396,6 +396,11 @@ class _OwningGzipFile(gzip.GzipFile):
         super().__init__(fileobj=inner, mode="rb")
         self._inner = inner
 
+    def readinto(self, buffer: Any) -> int:
+        # One decompressed chunk at a time: the inherited readinto fills the whole buffer first,
+        # so a truncated file would lose up to a buffer's worth of good lines before the error.
+        return self.readinto1(buffer)
+
     def close(self) -> None:
         try:
             super().close()
