@@ -449,6 +449,19 @@ def test_arbitrary_lines_never_raise_and_yield_one_item_per_non_blank_line(lines
     assert all((item.event is None) != (item.error is None) for item in items)
 
 
+@PROPERTIES
+@given(data=st.one_of(st.binary(max_size=200), st.lists(LINE_BYTES).map(b"\n".join)))
+def test_any_input_at_all_never_raises_and_numbers_items_within_the_input(data):
+    # Bytes opening with the gzip magic are a corrupt gzip file: an InputError, not content.
+    assume(not data.startswith(b"\x1f\x8b"))
+    items = read_bytes(data)
+    assert all((item.event is None) != (item.error is None) for item in items)
+    assert all(item.line >= 1 for item in items)
+    # Items of NDJSON lines (those with an offset) carry line numbers within the input.
+    lines = data.count(b"\n") + 1
+    assert all(item.line <= lines for item in items if item.end_offset and b"batch" not in data)
+
+
 JSON_SCALARS = (
     st.none()
     | st.booleans()
