@@ -375,11 +375,10 @@ class _Rewound(io.RawIOBase):
             view[:count] = self._head[:count]
             self._head = self._head[count:]
             return count
-        # readinto1 returns what one read brings, so `tail -f | ctcli` sees lines as they come.
-        readinto = getattr(self._rest, "readinto1", None) or getattr(self._rest, "readinto", None)
-        if readinto is not None:
-            return readinto(view)
-        data = self._rest.read(len(view))
+        # read1 hands back what is already buffered, or makes one raw read: so `tail -f | ctcli`
+        # sees lines as they come (readinto1 may block in a second read to fill the buffer).
+        read1 = getattr(self._rest, "read1", None)
+        data = read1(len(view)) if read1 is not None else self._rest.read(len(view))
         view[: len(data)] = data
         return len(data)
 
