@@ -217,7 +217,6 @@ class Pipeline:
             return
         slot = _Slot(item, [None] * len(subscriptions), len(subscriptions))
         self._slots.append(slot)
-        kind, name = _describe(event)
         for index, subscription in enumerate(subscriptions):
             action = subscription.action
             try:
@@ -225,51 +224,22 @@ class Pipeline:
                     payload: Any = map_upload(event, subscription.mapping, now=int(self._now()))
                     identity = payload["identity"]
                 else:
-                    payload = map_delete(event, subscription.mapping)
-                    identity = payload
+                    payload = identity = map_delete(event, subscription.mapping)
             except InvalidEvent as exc:
-                self._fill(
-                    slot,
-                    index,
-                    Result(
-                        item.source,
-                        item.line,
-                        kind,
-                        name,
-                        str(action),
-                        identity_of(event, subscription.mapping),
-                        Status.INVALID,
-                        None,
-                        str(exc),
-                    ),
-                )
-                continue
-            if self._options.dry_run:
-                self._fill(
-                    slot,
-                    index,
-                    Result(
-                        item.source, item.line, kind, name, str(action), identity, Status.DRY_RUN
-                    ),
-                )
-            elif self._refused is not None:
-                self._fill(
-                    slot,
-                    index,
-                    Result(
-                        item.source,
-                        item.line,
-                        kind,
-                        name,
-                        str(action),
-                        identity,
-                        Status.FAILED,
-                        self._refused_code(),
-                        CREDENTIALS_REFUSED,
-                    ),
-                )
+                identity = identity_of(event, subscription.mapping)
+                result = self._result(item, action, identity, Status.INVALID, None, str(exc))
             else:
-                self._add_to_batch(action, payload, slot, index)
+                if self._options.dry_run:
+                    result = self._result(item, action, identity, Status.DRY_RUN, None, None)
+                elif self._refused is not None:
+                    result = self._result(
+                        item, action, identity, Status.FAILED, self._refused_code(),
+                        CREDENTIALS_REFUSED,
+                    )  # fmt: skip
+                else:
+                    self._add_to_batch(action, payload, slot, index)
+                    continue
+            self._fill(slot, index, result)
         if slot is self._slots[0]:
             self._emit_ready()
 
