@@ -267,7 +267,13 @@ class CleverTapClient:
         if status == 400 and len(items) > 1:
             # One bad record makes CleverTap refuse the whole body: halve until it stands alone.
             middle = len(items) // 2
-            return self._send(url, key, items[:middle]) + self._send(url, key, items[middle:])
+            first = self._send(url, key, items[:middle])
+            try:
+                second = self._send(url, key, items[middle:])
+            except CredentialsRejected as exc:
+                exc.settled = [*first, *exc.settled]  # the first half's answers still stand
+                raise
+            return first + second
         if 300 <= status < 400:
             error = f"{_status_text(status)} (redirects are not followed)"
         else:
@@ -378,7 +384,7 @@ class CleverTapClient:
         with self._lock:
             if self._rejection is None:
                 self._rejection = message
-        raise CredentialsRejected(message)
+        raise CredentialsRejected(message, status_code=response.status_code)
 
     def _refuse_if_rejected(self) -> None:
         if self._rejection is not None:

@@ -46,9 +46,18 @@ class StateLocked(CtcliError):
 
 
 class CredentialsRejected(CtcliError):
-    """CleverTap answered 401/403: the project id or passcode is wrong."""
+    """CleverTap answered 401/403: the project id or passcode is wrong.
+
+    `settled` holds the outcomes already known for the first items of the batch being sent
+    (a batch split after a 400 may have had a half accepted before the refusal came).
+    """
 
     exit_status = ExitStatus.CREDENTIALS_REFUSED
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.settled: list[object] = []
 
 
 class Unreachable(CtcliError):

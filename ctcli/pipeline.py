@@ -106,6 +106,15 @@ class ResultSink(Protocol):
     def __call__(self, item: InputItem, results: Sequence[Result]) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    """The outcome of a record that was never accepted because the credentials were refused."""
+
+    code: int | None
+    ok: bool = False
+    error: str = CREDENTIALS_REFUSED
+
+
 @dataclass(slots=True)
 class _Slot:
     item: InputItem
@@ -293,7 +302,7 @@ class Pipeline:
         while self._in_flight >= 2 * self._options.concurrency:
             self._collect(block=True)
         if self._refused is not None:
-            self._complete(batch, None, self._refused)
+            self._fail_batch(batch, self._refused_code(), CREDENTIALS_REFUSED)
             return
         assert self._executor is not None and self._sender is not None
         self._in_flight += 1
@@ -336,8 +345,10 @@ class Pipeline:
             self._fail_batch(batch, None, reason)
             return
         if outcomes is None:
-            self._fail_batch(batch, self._refused_code(), CREDENTIALS_REFUSED)
-            return
+            # Answers that came before the refusal stand; everything after it is refused.
+            known = list(getattr(error, "settled", None) or [])[: len(batch.payloads)]
+            refused = _Refused(self._refused_code())
+            outcomes = known + [refused] * (len(batch.payloads) - len(known))
         action = str(batch.action)
         upload = batch.action is Action.UPLOAD
         for (slot, index), payload, outcome in zip(

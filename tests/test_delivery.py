@@ -502,12 +502,6 @@ def test_credentials_refused_mid_run_fail_every_event_not_yet_accepted(live, tmp
     assert set(live.profiles()) == set(spec.good.values())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a 401 while a 400-refused batch is being split reports the half that CleverTap "
-    "already accepted as failed 'credentials refused' (CleverTapClient._send lets "
-    "CredentialsRejected escape the split and the pipeline fails the whole batch)",
-)
 def test_records_accepted_before_a_401_during_a_batch_split_are_reported_ok(live, tmp_path):
     spec = write_marked_input(tmp_path / "events.ndjson", 4, {4})
     # Request 1: the whole batch, 400 for BAD-4; request 2: lines 1-2, accepted;
