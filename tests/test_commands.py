@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from pathlib import Path
 
 import orjson
@@ -296,3 +297,28 @@ def test_bad_trigger_in_profile_is_exit_2_with_position(env, tmp_path):
     result = invoke("replay", "--dry-run", str(SAMPLES / "events.ndjson"))
     assert result.exit_code == 2
     assert "position" in result.stderr
+
+
+def test_unparseable_config_file_is_one_line_and_exit_2(env, tmp_path):
+    Path(tmp_path / "config.toml").write_text("[profiles.default\nproject_id = 1\n")
+    result = invoke("replay", "--dry-run", str(SAMPLES / "events.ndjson"))
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and "not valid TOML" in result.stderr
+
+
+def test_table_has_no_colour_codes_with_no_color(env, tmp_path, monkeypatch):
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("FORCE_COLOR", "1")  # even where colour would otherwise be forced
+    source = write(tmp_path / "in.ndjson", [IDENTIFY, BAD_PHONE])
+    result = invoke("replay", "--dry-run", "-o", "table", source)
+    assert "invalid" in result.stdout
+    assert "\x1b[1m" in result.stdout  # styles (bold) stay: NO_COLOR is about colour only
+    assert not re.search(r"\x1b\[(?:\d+;)*(?:3\d|9\d)", result.stdout)  # no colour codes
+
+
+def test_progress_goes_to_stderr_only_and_results_still_print(env, tmp_path, monkeypatch):
+    monkeypatch.setattr(cli_events, "stderr_is_terminal", lambda: True)
+    source = write(tmp_path / "in.ndjson", [IDENTIFY] * 300)
+    result = invoke("upload", "--dry-run", "-o", "table", source)
+    assert result.exit_code == 0
+    assert "300 events" in result.stdout and "dry-run" in result.stdout
