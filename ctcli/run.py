@@ -175,6 +175,8 @@ def execute(
                     # LIFO: the failed file is flushed before the checkpoint that counts on it
                     stack.callback(failed.flush)
         last_save = time.monotonic()
+        # Items from the command line have no file to checkpoint, even if one is named "args".
+        from_args = {id(item) for item in settings.arg_items}
 
         def save_checkpoint() -> None:
             nonlocal last_save
@@ -190,8 +192,10 @@ def execute(
                 for result in results:
                     if result.status is Status.FAILED or result.status is Status.INVALID:
                         failed.write(item, result)
-            if state is not None:
-                state.settle(item, results, failed_written=failed is not None)
+            if state is not None and id(item) not in from_args:
+                held = state.settle(item, results, failed_written=failed is not None)
+                if held:
+                    warn(held)
                 if time.monotonic() - last_save > 1.0:
                     save_checkpoint()
             sink(item, results)

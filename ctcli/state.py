@@ -26,6 +26,7 @@ from ctcli.models import InputItem, Result, Status
 
 HEAD_BYTES = 4096  # how much of a file's beginning identifies it across runs
 STATE_VERSION = 1
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,16 @@ def _head_hash(path: str, length: int) -> str:
         return hashlib.sha256(handle.read(length)).hexdigest()
 
 
+def _ends_line(path: str, offset: int) -> bool:
+    """Whether the byte just before `offset` of the plain file `path` ends a line."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset - 1)
+            return handle.read(1) == b"\n"
+    except (OSError, ValueError):
+        return False
+
+
 class StateFile:
     """Checkpoints of the input files of a run, loaded at start and saved as events settle."""
 
@@ -50,6 +61,7 @@ class StateFile:
         self._entries: dict[str, dict[str, Any]] = {}
         self._blocked: set[str] = set()
         self._current: dict[str, dict[str, Any]] = {}  # identity of each file as read this run
+        self._compressed: set[str] = set()  # files read through gzip: offsets are not file bytes
         self._dirty = False
 
     # -- lock ----------------------------------------------------------------------------
@@ -134,7 +146,7 @@ class StateFile:
             stat = os.stat(name)
             same_file = (stat.st_dev, stat.st_ino) == (entry["device"], entry["inode"])
             grown = stat.st_size >= entry["size"]
-            head_len = min(int(entry["size"]), HEAD_BYTES)
+            head_len = int(entry.get("head_length", min(int(entry["size"]), HEAD_BYTES)))
             same_head = _head_hash(name, head_len) == entry["head_sha256"]
         except (OSError, KeyError, TypeError, ValueError):
             same_file = grown = same_head = False
@@ -149,24 +161,50 @@ class StateFile:
     def begin_file(self, name: str) -> None:
         """Remember the identity of `name` as it is now, before reading it."""
         stat = os.stat(name)
+        head_length = min(stat.st_size, HEAD_BYTES)
+        with open(name, "rb") as handle:
+            head = handle.read(head_length)
         self._current[self.key(name)] = {
             "device": stat.st_dev,
             "inode": stat.st_ino,
             "size": stat.st_size,
-            "head_sha256": _head_hash(name, min(stat.st_size, HEAD_BYTES)),
+            "head_length": len(head),
+            "head_sha256": hashlib.sha256(head).hexdigest(),
         }
+        if head.startswith(_GZIP_MAGIC):
+            self._compressed.add(self.key(name))
+        else:
+            self._compressed.discard(self.key(name))
 
-    def settle(self, item: InputItem, results: Sequence[Result], *, failed_written: bool) -> None:
-        """Move the file's checkpoint past `item` if it, and all before it, are settled."""
+    def settle(
+        self, item: InputItem, results: Sequence[Result], *, failed_written: bool
+    ) -> str | None:
+        """Move the file's checkpoint past `item` if it, and all before it, are settled.
+
+        Returns a message when the checkpoint stops at a line that may still be being written
+        (the last line of a plain file, not valid JSON and with no newline yet): it is reported
+        invalid now, and read again, complete, by the next run.
+        """
         key = self.key(item.source)
         identity = self._current.get(key)
         if identity is None or key in self._blocked:
-            return
+            return None
         if not all(is_settled(result, failed_written) for result in results):
             self._blocked.add(key)  # the checkpoint must never pass an unsettled event
-            return
-        self._entries[key] = {**identity, "line": item.line, "offset": item.end_offset}
+            return None
+        offset = item.end_offset
+        size = identity["size"]
+        if offset is not None and key not in self._compressed:
+            if item.event is None and not _ends_line(item.source, offset):
+                self._blocked.add(key)
+                return (
+                    f"{item.source}: line {item.line} has no newline yet (still being "
+                    "written?): the next run reads it again"
+                )
+            size = max(size, offset)  # the file grew while it was read
+        self._entries[key] = {**identity, "size": size, "line": item.line, "offset": offset}
         self._dirty = True
+        return None
 
 
 def is_settled(result: Result, failed_written: bool) -> bool:
