@@ -134,9 +134,9 @@ def read_inputs(
             yield from read_source(name, start_offset=resume.offset, start_line=resume.line)
         else:
             note(f"{name}: skipping the {resume.line} items settled by an earlier run")
-            for item in read_source(name):
-                if item.line > resume.line:
-                    yield item
+            # By count, not by number: in NDJSON, envelope items are numbered by position and
+            # plain lines by line, so numbers alone do not tell what came first.
+            yield from itertools.islice(read_source(name), resume.line, None)
 
 
 def execute(

@@ -31,7 +31,8 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 @dataclass(frozen=True, slots=True)
 class Resume:
-    """Where to pick a file up: after `line`, at byte `offset` when it is NDJSON."""
+    """Where to pick a file up: at byte `offset` after line `line` when it is NDJSON, else after
+    its first `line` items (a JSON document, or the first batch envelope line of NDJSON)."""
 
     line: int
     offset: int | None
@@ -193,6 +194,11 @@ class StateFile:
             self._blocked.add(key)  # the checkpoint must never pass an unsettled event
             return None
         offset = item.end_offset
+        previous = self._entries.get(key)
+        if offset is None and previous is not None and previous.get("offset") is not None:
+            # Inside a batch envelope line of NDJSON: only its last item ends the line, so the
+            # checkpoint waits there (counting items from the top would mix two numberings).
+            return None
         size = identity["size"]
         if offset is not None and key not in self._compressed:
             if item.event is None and not _ends_line(item.source, offset):

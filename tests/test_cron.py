@@ -6,6 +6,7 @@ Every ctcli run here is a subprocess (`python -m ctcli ...`) talking over loopba
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import secrets
@@ -586,3 +587,49 @@ def test_a_one_off_identity_never_checkpoints_a_file_named_args(cli, sandbox, tm
     assert second.returncode == 0, second.stderr
     assert second.lines == [1, 2]  # the failed line 1 is tried again, not skipped
     assert "bad-1" in sandbox.identities()
+
+
+def test_a_checkpoint_inside_a_batch_envelope_line_loses_nothing(cli, sandbox, tmp_path):
+    envelope = {"batch": [identify("ok-1"), identify("ok-2"), identify("ok-3"), identify("bad-4")]}
+    (tmp_path / "events.ndjson").write_text(ndjson([envelope, identify("bad-x")]))
+    sandbox.faults(bad_batch_marker="bad-")
+
+    first = cli.run("upload", "events.ndjson", *BATCH_OF_ONE, *COMMON)
+    assert first.returncode == 1
+    assert [r["status"] for r in first.results] == ["ok", "ok", "ok", "failed", "failed"]
+
+    sandbox.faults()
+    second = cli.run("upload", "events.ndjson", *BATCH_OF_ONE, *COMMON)
+
+    assert second.returncode == 0, second.stderr
+    # Envelope items are numbered by position (1..4), the plain line after it by its line (2):
+    # both failed events come back, whatever their numbers.
+    assert [r["identity"] for r in second.results] == ["bad-4", "bad-x"]
+
+
+def test_a_json_array_file_resumes_after_the_items_it_settled(cli, sandbox, tmp_path):
+    people = ["ok-1", "ok-2", "bad-3", "ok-4"]
+    (tmp_path / "events.json").write_text(json.dumps([identify(p) for p in people], indent=2))
+    sandbox.faults(bad_batch_marker="bad-")
+    assert cli.run("upload", "events.json", *BATCH_OF_ONE, *COMMON).returncode == 1
+
+    sandbox.faults()
+    second = cli.run("upload", "events.json", *BATCH_OF_ONE, *COMMON)
+
+    assert second.returncode == 0, second.stderr
+    assert second.lines == [3, 4]
+    assert "skipping the 2 items settled by an earlier run" in second.stderr
+
+
+def test_a_gzip_file_with_a_member_appended_sends_only_the_new_lines(cli, sandbox, tmp_path):
+    events = tmp_path / "events.ndjson.gz"
+    events.write_bytes(gzip.compress(ndjson([identify(u) for u in users("user", 1, 11)]).encode()))
+    assert cli.run("upload", "events.ndjson.gz", *COMMON).lines == list(range(1, 11))
+
+    with events.open("ab") as handle:  # what `gzip >>` does: a second gzip member
+        handle.write(gzip.compress(ndjson([identify(u) for u in users("user", 11, 16)]).encode()))
+    second = cli.run("upload", "events.ndjson.gz", *COMMON)
+
+    assert second.returncode == 0, second.stderr
+    assert second.lines == [11, 12, 13, 14, 15]
+    assert sandbox.stats()["records_processed"] == 15
