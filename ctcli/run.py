@@ -169,11 +169,6 @@ def execute(
             state.lock()
             stack.callback(state.unlock)
             state.load()
-            if not settings.dry_run:  # a dry run sends nothing, so it settles nothing
-                stack.callback(state.save)
-                if failed is not None:
-                    # LIFO: the failed file is flushed before the checkpoint that counts on it
-                    stack.callback(failed.flush)
         last_save = time.monotonic()
         # Items from the command line have no file to checkpoint, even if one is named "args".
         from_args = {id(item) for item in settings.arg_items}
@@ -186,6 +181,10 @@ def execute(
                 failed.flush()
             state.save()
             last_save = time.monotonic()
+
+        # However the run ends: the failed file is flushed, then the checkpoint that counts on
+        # it is saved; one callback, so a flush that fails leaves the old checkpoint in place.
+        stack.callback(save_checkpoint)
 
         def record(item: InputItem, results: Sequence[Result]) -> None:
             if failed is not None:

@@ -58,7 +58,7 @@ class StateFile:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self._lock_handle: Any = None
+        self._lock_fd: int | None = None
         self._entries: dict[str, dict[str, Any]] = {}
         self._blocked: set[str] = set()
         self._current: dict[str, dict[str, Any]] = {}  # identity of each file as read this run
@@ -71,31 +71,30 @@ class StateFile:
         """Take the sidecar lock, or fail at once naming the run that holds it."""
         lock_path = self.path.with_name(self.path.name + ".lock")
         try:
-            handle = open(lock_path, "a+")  # noqa: SIM115 - held for the whole run
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             raise ConfigError(f"cannot open lock file '{lock_path}': {exc.strerror}") from None
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").partition("\n")[0].strip()
+            os.close(fd)
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            handle.close()
+                raise ConfigError(f"cannot lock '{lock_path}': {exc.strerror}") from None
             raise StateLocked(
-                f"state file '{self.path}' is in use by another ctcli run (pid {holder}); "
-                "wait for it to finish"
+                f"state file '{self.path}' is in use by another ctcli run "
+                f"(pid {holder or 'unknown'}); wait for it to finish"
             ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        self._lock_handle = handle
+        # Write the pid over the old one, then cut what is left: a reader sees a whole line.
+        pid = f"{os.getpid()}\n".encode()
+        os.pwrite(fd, pid, 0)
+        os.ftruncate(fd, len(pid))
+        self._lock_fd = fd
 
     def unlock(self) -> None:
-        if self._lock_handle is not None:
-            self._lock_handle.close()  # closing releases the flock
-            self._lock_handle = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing releases the flock
+            self._lock_fd = None
 
     # -- load / save ---------------------------------------------------------------------
 
