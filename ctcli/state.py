@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from ctcli.errors import ConfigError, StateLocked
+from ctcli.errors import ConfigError, InputError, StateLocked
 from ctcli.models import InputItem, Result, Status
 
 HEAD_BYTES = 4096  # how much of a file's beginning identifies it across runs
@@ -51,6 +51,15 @@ def _ends_line(path: str, offset: int) -> bool:
             return handle.read(1) == b"\n"
     except (OSError, ValueError):
         return False
+
+
+def _offset(value: Any) -> int | None:
+    """A byte offset or line count from a state file: an int >= 0, or None."""
+    if value is None:
+        return None
+    if type(value) is not int or value < 0:
+        raise ValueError(f"bad offset {value!r}")
+    return value
 
 
 class StateFile:
@@ -144,19 +153,26 @@ class StateFile:
             return None, None
         try:
             stat = os.stat(name)
-            same_file = (stat.st_dev, stat.st_ino) == (entry["device"], entry["inode"])
-            grown = stat.st_size >= entry["size"]
             head_len = int(entry.get("head_length", min(int(entry["size"]), HEAD_BYTES)))
-            same_head = _head_hash(name, head_len) == entry["head_sha256"]
-        except (OSError, KeyError, TypeError, ValueError):
-            same_file = grown = same_head = False
-        if not (same_file and grown and same_head):
+            head = _head_hash(name, head_len)
+        except OSError as exc:
+            # Not a reason to throw the checkpoint away: the file may be back next run.
+            raise InputError(f"cannot read '{name}': {exc.strerror}") from None
+        except (KeyError, TypeError, ValueError):
+            head = None
+        try:
+            same_file = (stat.st_dev, stat.st_ino) == (entry["device"], entry["inode"])
+            grown = stat.st_size >= int(entry["size"])
+            resume = Resume(_offset(entry["line"]) or 0, _offset(entry.get("offset")))
+        except (KeyError, TypeError, ValueError):
+            same_file = grown = False
+        if not (head is not None and head == entry.get("head_sha256") and same_file and grown):
             del self._entries[self.key(name)]
             self._dirty = True
             return None, (
                 f"{name} was replaced or truncated since the last run: starting from the beginning"
             )
-        return Resume(int(entry["line"]), entry.get("offset")), None
+        return resume, None
 
     def begin_file(self, name: str) -> None:
         """Remember the identity of `name` as it is now, before reading it."""

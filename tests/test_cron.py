@@ -633,3 +633,31 @@ def test_a_gzip_file_with_a_member_appended_sends_only_the_new_lines(cli, sandbo
     assert second.returncode == 0, second.stderr
     assert second.lines == [11, 12, 13, 14, 15]
     assert sandbox.stats()["records_processed"] == 15
+
+
+def test_a_checkpoint_with_nonsense_values_starts_the_file_over(cli, sandbox, tmp_path):
+    write_events(tmp_path / "events.ndjson", users("user", 1, 4))
+    assert cli.run("upload", "events.ndjson", *COMMON).returncode == 0
+    state = json.loads((tmp_path / "state.json").read_text())
+    (entry,) = state["files"].values()
+    entry.update(line="many", offset=-5)
+    (tmp_path / "state.json").write_text(json.dumps(state))
+
+    again = cli.run("upload", "events.ndjson", *COMMON)
+
+    assert again.returncode == 0, again.stderr
+    assert again.lines == [1, 2, 3]
+    assert "starting from the beginning" in again.stderr
+
+
+def test_an_unreadable_state_file_is_a_clear_error_and_is_left_alone(cli, sandbox, tmp_path):
+    write_events(tmp_path / "events.ndjson", users("user", 1, 4))
+    (tmp_path / "state.json").write_text("{not json")
+
+    run = cli.run("upload", "events.ndjson", *COMMON)
+
+    assert run.returncode == 2
+    assert run.stdout == ""
+    assert "state file 'state.json' is unreadable" in run.stderr
+    assert (tmp_path / "state.json").read_text() == "{not json"
+    assert sandbox.stats()["requests"] == 0
