@@ -186,6 +186,7 @@ def _run(mode: str, inputs: list[str], arg_items: list[InputItem], common: Commo
         show=common.show.value if common.show else None,
         progress=output == "table" and stderr_is_terminal(),
     )
+    _tune_garbage_collector()
     with _graceful_stop() as stop:
         summary = execute(
             settings,
@@ -197,6 +198,15 @@ def _run(mode: str, inputs: list[str], arg_items: list[InputItem], common: Commo
         )
     reporter.finish(summary)
     raise typer.Exit(int(summary.exit_status))
+
+
+def _tune_garbage_collector() -> None:
+    """Fewer, later collections: a run keeps thousands of small objects alive in its batches,
+    and the default thresholds re-scan them hundreds of times (measured: ~20% of an upload)."""
+    import gc
+
+    gc.freeze()  # what was imported so far lives for the whole run: never scan it again
+    gc.set_threshold(50_000, 20, 100)
 
 
 def _inputs_or_stdin(files: list[str] | None, has_other_input: bool) -> list[str]:

@@ -45,6 +45,7 @@ class PipelineOptions:
     concurrency: int = 4
     dry_run: bool = False
     default_action: str | None = None  # reported for items that are not events at all
+    keep_events: bool = True  # False: drop each event once mapped (nobody needs it after)
     linger_seconds: float = 0.5  # an open batch waits at most this long for more events
     max_waiting_events: int = 20_000  # events held for ordering before open batches are sent
     now: Callable[[], float] = time.time
@@ -64,17 +65,12 @@ class Summary:
     credentials_refused: bool = False
     interrupted: bool = False
 
-    def count(self, status: Status) -> None:
-        if status is Status.OK:
-            self.ok += 1
-        elif status is Status.FAILED:
-            self.failed += 1
-        elif status is Status.INVALID:
-            self.invalid += 1
-        elif status is Status.SKIPPED:
-            self.skipped += 1
-        else:
-            self.dry_run += 1
+    def add_counts(self, counts: dict[Status, int]) -> None:
+        self.ok += counts[Status.OK]
+        self.failed += counts[Status.FAILED]
+        self.invalid += counts[Status.INVALID]
+        self.skipped += counts[Status.SKIPPED]
+        self.dry_run += counts[Status.DRY_RUN]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -120,6 +116,8 @@ class _Slot:
     item: InputItem
     results: list[Result | None]
     pending: int
+    kind: str | None = None  # the event's type, for its results
+    name: str | None = None  # the event's name (track events), for its results
 
 
 @dataclass(slots=True)
@@ -168,6 +166,7 @@ class Pipeline:
         self._refused: CredentialsRejected | None = None
         self._executor: ThreadPoolExecutor | None = None
         self.summary = Summary()
+        self._counts = dict.fromkeys(Status, 0)  # per result status, copied into the summary
 
     # -- the run ----------------------------------------------------------------------------
 
@@ -209,6 +208,7 @@ class Pipeline:
                 self.summary.requests = self._sender.requests
                 self.summary.retries = self._sender.retries
             self.summary.seconds = time.monotonic() - started
+            self.summary.add_counts(self._counts)
             self.summary.credentials_refused = self._refused is not None
         return self.summary
 
@@ -224,7 +224,8 @@ class Pipeline:
         if not subscriptions:
             self._settle_now(item, None, Status.SKIPPED, None)
             return
-        slot = _Slot(item, [None] * len(subscriptions), len(subscriptions))
+        kind, name = _describe(event)
+        slot = _Slot(item, [None] * len(subscriptions), len(subscriptions), kind, name)
         self._slots.append(slot)
         for index, subscription in enumerate(subscriptions):
             action = subscription.action
@@ -236,19 +237,21 @@ class Pipeline:
                     payload = identity = map_delete(event, subscription.mapping)
             except InvalidEvent as exc:
                 identity = identity_of(event, subscription.mapping)
-                result = self._result(item, action, identity, Status.INVALID, None, str(exc))
+                result = self._result(slot, action, identity, Status.INVALID, None, str(exc))
             else:
                 if self._options.dry_run:
-                    result = self._result(item, action, identity, Status.DRY_RUN, None, None)
+                    result = self._result(slot, action, identity, Status.DRY_RUN, None, None)
                 elif self._refused is not None:
                     result = self._result(
-                        item, action, identity, Status.FAILED, self._refused_code(),
+                        slot, action, identity, Status.FAILED, self._refused_code(),
                         CREDENTIALS_REFUSED,
                     )  # fmt: skip
                 else:
                     self._add_to_batch(action, payload, slot, index)
                     continue
             self._fill(slot, index, result)
+        if not self._options.keep_events:
+            item.event = None  # fewer live objects while batches are in flight
         if slot is self._slots[0]:
             self._emit_ready()
 
@@ -259,8 +262,7 @@ class Pipeline:
         self, item: InputItem, action: str | None, status: Status, error: str | None
     ) -> None:
         kind, name = _describe(item.event)
-        identity = None
-        result = Result(item.source, item.line, kind, name, action, identity, status, None, error)
+        result = Result(item.source, item.line, kind, name, action, None, status, None, error)
         slot = _Slot(item, [result], 0)
         self._slots.append(slot)
         if slot is self._slots[0]:
@@ -326,9 +328,11 @@ class Pipeline:
             try:
                 batch, outcomes, error = self._done.get(block=block, timeout=0.2 if block else None)
             except queue.Empty:
-                if block:
-                    continue
-                return
+                if not block:
+                    break
+                if self._on_idle is not None:
+                    self._on_idle()  # waiting on the network: let what is ready be seen
+                continue
             self._in_flight -= 1
             self._complete(batch, outcomes, error)
             block = False
@@ -356,10 +360,10 @@ class Pipeline:
         ):
             identity = payload["identity"] if upload else payload
             if outcome.ok:
-                result = self._result(slot.item, action, identity, Status.OK, None, None)
+                result = self._result(slot, action, identity, Status.OK, None, None)
             else:
                 result = self._result(
-                    slot.item, action, identity, Status.FAILED, outcome.code, outcome.error
+                    slot, action, identity, Status.FAILED, outcome.code, outcome.error
                 )
             self._fill(slot, index, result)
 
@@ -369,7 +373,7 @@ class Pipeline:
         for (slot, index), payload in zip(batch.targets, batch.payloads, strict=True):
             identity = payload["identity"] if upload else payload
             self._fill(
-                slot, index, self._result(slot.item, action, identity, Status.FAILED, code, reason)
+                slot, index, self._result(slot, action, identity, Status.FAILED, code, reason)
             )
 
     def _refused_code(self) -> int | None:
@@ -377,26 +381,29 @@ class Pipeline:
 
     @staticmethod
     def _result(
-        item: InputItem,
+        slot: _Slot,
         action: str,
         identity: str | None,
         status: Status,
         code: int | None,
         error: str | None,
     ) -> Result:
-        kind, name = _describe(item.event)
-        return Result(item.source, item.line, kind, name, action, identity, status, code, error)
+        item = slot.item
+        return Result(
+            item.source, item.line, slot.kind, slot.name, action, identity, status, code, error
+        )
 
     # -- results, in order ------------------------------------------------------------------
 
     def _emit_ready(self) -> None:
         slots = self._slots
         sink = self._sink
+        counts = self._counts
         while slots and slots[0].pending == 0:
             slot = slots.popleft()
             results = slot.results
             for result in results:
-                self.summary.count(result.status)  # type: ignore[union-attr]
+                counts[result.status] += 1  # type: ignore[union-attr]
             sink(slot.item, results)  # type: ignore[arg-type]
 
 

@@ -37,33 +37,41 @@ def _dumps(value: Any) -> bytes:
 
 
 class NdjsonReporter:
-    """One result per line on stdout as events settle; the summary is one line on stderr."""
+    """One result per line on stdout as events settle; the summary is one line on stderr.
+
+    Lines are gathered and written in chunks (stdout may be unbuffered, e.g. PYTHONUNBUFFERED),
+    and flushed whenever the run goes quiet, so `| head` and slow inputs still see them early.
+    """
+
+    CHUNK = 256  # results per write
 
     def __init__(self, out: IO[bytes], err: IO[str]) -> None:
         self._out = out
         self._err = err
-        self._last_flush = time.monotonic()
+        self._pending: list[bytes] = []
         self.closed = False
 
     def __call__(self, item: InputItem, results: Sequence[Result]) -> None:
+        pending = self._pending
+        for result in results:
+            pending.append(orjson.dumps(result.to_dict(), option=orjson.OPT_APPEND_NEWLINE))
+        if len(pending) >= self.CHUNK:
+            self._write()
+
+    def _write(self) -> None:
         if self.closed:
+            self._pending.clear()
             return
         try:
-            for result in results:
-                self._out.write(orjson.dumps(result.to_dict(), option=orjson.OPT_APPEND_NEWLINE))
-            now = time.monotonic()
-            if now - self._last_flush > 0.2:
-                self._out.flush()
-                self._last_flush = now
+            self._out.write(b"".join(self._pending))
+            self._out.flush()
         except BrokenPipeError:
             self.closed = True  # `| head` has seen enough; the run itself goes on
+        self._pending.clear()
 
     def idle(self) -> None:
-        if not self.closed:
-            try:
-                self._out.flush()
-            except BrokenPipeError:
-                self.closed = True
+        if self._pending:
+            self._write()
 
     def finish(self, summary: Summary) -> None:
         self.idle()
