@@ -15,7 +15,6 @@ from typing import Annotated, Any
 
 import typer
 
-from ctcli import config
 from ctcli.errors import (
     ConfigError,
     CredentialsRejected,
@@ -23,6 +22,18 @@ from ctcli.errors import (
     Unreachable,
     UsageError,
 )
+
+
+class _LazyConfig:
+    """ctcli.config, imported on first use: `ctcli --version` and `--help` never need it."""
+
+    def __getattr__(self, name: str) -> Any:
+        from ctcli import config as module
+
+        return getattr(module, name)
+
+
+config = _LazyConfig()
 
 CHECK_TIMEOUT = 10.0
 

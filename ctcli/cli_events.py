@@ -18,7 +18,6 @@ from typing import Annotated, Any
 import typer
 
 from ctcli.errors import UsageError
-from ctcli.models import InputItem
 
 
 class OutputFormat(StrEnum):
@@ -156,7 +155,7 @@ def _graceful_stop() -> Iterator[threading.Event]:
             signal.signal(sig, handler)
 
 
-def _run(mode: str, inputs: list[str], arg_items: list[InputItem], common: CommonOptions) -> None:
+def _run(mode: str, inputs: list[str], arg_items: list[Any], common: CommonOptions) -> None:
     from ctcli.report import make_reporter
     from ctcli.run import RunSettings, execute
 
@@ -274,6 +273,8 @@ def upload(
         if not identity.strip():
             raise UsageError("--identity is empty")
         event = {"type": "identify", "userId": identity, "traits": _parse_set(set_ or [])}
+        from ctcli.models import InputItem
+
         arg_items.append(InputItem(source="args", line=1, event=event))
     inputs = _inputs_or_stdin(files, bool(arg_items))
     if not inputs and not arg_items:
@@ -313,6 +314,8 @@ def delete(
     """Delete profiles by identity, or every event's profile from --file (Delete User)."""
     identities = identities or []
     files = file or []
+    from ctcli.models import InputItem
+
     arg_items = [
         InputItem(source="args", line=position, event={"userId": identity})
         for position, identity in enumerate(identities, start=1)
