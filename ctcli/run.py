@@ -220,6 +220,7 @@ def execute(
                 concurrency=settings.concurrency,
                 dry_run=settings.dry_run,
                 default_action=default_action,
+                keep_events=failed is not None,  # only the failed file needs them once mapped
             ),
             stop=stop,
             on_idle=idle,
