@@ -36,6 +36,15 @@ def _dumps(value: Any) -> bytes:
         return json.dumps(value, ensure_ascii=False).encode()
 
 
+def _write_all(out: IO[bytes], data: bytes) -> None:
+    """Write every byte: an unbuffered stdout (PYTHONUNBUFFERED) is a raw file whose write()
+    may return short, e.g. when a signal arrives while a full pipe blocks it."""
+    view = memoryview(data)
+    while view:
+        written = out.write(view)
+        view = view[written if written is not None else 0 :]
+
+
 class NdjsonReporter:
     """One result per line on stdout as events settle; the summary is one line on stderr.
 
@@ -63,7 +72,7 @@ class NdjsonReporter:
             self._pending.clear()
             return
         try:
-            self._out.write(b"".join(self._pending))
+            _write_all(self._out, b"".join(self._pending))
             self._out.flush()
         except BrokenPipeError:
             self.closed = True  # `| head` has seen enough; the run itself goes on
