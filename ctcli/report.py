@@ -103,8 +103,9 @@ class JsonReporter:
 
     def finish(self, summary: Summary) -> None:
         document = {"results": self._results, "summary": summary.to_dict()}
-        self._out.write(
-            orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+        _write_all(
+            self._out,
+            orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE),
         )
         self._out.flush()
 
