@@ -141,16 +141,41 @@ class Cli:
         )
         return Run(done.returncode, done.stdout, done.stderr)
 
-    def start(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            self.argv(args),
-            cwd=self.cwd,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+    def start(self, *args: str) -> Started:
+        """Start a run in the background; stdout and stderr go to files (never a full pipe)."""
+        number = len(list(self.cwd.glob("run-*.out")))
+        out, err = self.cwd / f"run-{number}.out", self.cwd / f"run-{number}.err"
+        with out.open("wb") as stdout, err.open("wb") as stderr:
+            process = subprocess.Popen(
+                self.argv(args),
+                cwd=self.cwd,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+            )
+        return Started(process, out, err)
+
+
+@dataclass
+class Started:
+    process: subprocess.Popen[bytes]
+    out: Path
+    err: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    def send_signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def finish(self) -> Run:
+        returncode = self.process.wait(timeout=RUN_TIMEOUT)
+        return Run(returncode, self.out.read_text(), self.err.read_text())
 
 
 def write_config(path: Path, text: str = "") -> None:
@@ -165,8 +190,8 @@ def cli(tmp_path: Path, sandbox: SandboxAdmin) -> Cli:
     env = {
         name: value
         for name, value in os.environ.items()
-        if not name.startswith(("CLEVERTAP_", "CTCLI_")) and name != "PYTHONUNBUFFERED"
-    }  # buffered stdout: see test_a_signal_while_stdout_is_full_loses_no_result_line
+        if not name.startswith(("CLEVERTAP_", "CTCLI_"))
+    }
     env.update(
         CTCLI_CONFIG=str(config),
         CLEVERTAP_ENDPOINT=sandbox.url,
@@ -245,18 +270,21 @@ def test_a_run_with_nothing_appended_sends_nothing(cli, sandbox, tmp_path):
 BIG = 50_000
 
 
-def wait_for_uploads(sandbox: SandboxAdmin, process: subprocess.Popen[str], count: int) -> None:
+def wait_for_uploads(sandbox: SandboxAdmin, run: Started, count: int) -> None:
     """Until the sandbox has processed `count` upload requests (the run is under way)."""
     deadline = time.monotonic() + RUN_TIMEOUT  # a guard against a hang, not an assertion
     while sandbox.stats()["upload_requests"] < count:
-        assert process.poll() is None, "the run ended before it was under way"
+        assert run.poll() is None, "the run ended before it was under way"
         assert time.monotonic() < deadline, "the run never got under way"
         time.sleep(0.02)
 
 
-def finish(process: subprocess.Popen[str]) -> Run:
-    stdout, stderr = process.communicate(timeout=RUN_TIMEOUT)
-    return Run(process.returncode, stdout, stderr)
+def wait_for(condition: Any, run: Started) -> None:
+    deadline = time.monotonic() + RUN_TIMEOUT  # a guard against a hang, not an assertion
+    while not condition():
+        assert run.poll() is None, "the run ended first"
+        assert time.monotonic() < deadline, "never happened"
+        time.sleep(0.01)
 
 
 def test_sigterm_mid_run_exits_130_and_the_next_run_sends_the_rest(cli, sandbox, tmp_path):
@@ -268,7 +296,7 @@ def test_sigterm_mid_run_exits_130_and_the_next_run_sends_the_rest(cli, sandbox,
     process = cli.start(*args)
     wait_for_uploads(sandbox, process, 1)
     process.send_signal(signal.SIGTERM)
-    interrupted = finish(process)
+    interrupted = process.finish()
 
     assert interrupted.returncode == 130, interrupted.stderr
     assert "stopping" in interrupted.stderr
@@ -290,40 +318,28 @@ def test_sigterm_mid_run_exits_130_and_the_next_run_sends_the_rest(cli, sandbox,
     assert sandbox.stats()["records_processed"] == BIG  # and none was sent twice
 
 
-STREAMING_BUG = (
-    "BUG: pipeline.Pipeline._collect returns on queue.Empty before calling _emit_ready, so "
-    "results (and with them the checkpoint) only move when no request is in flight, which in a "
-    "steady stream is at the very end of the run"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=STREAMING_BUG)
 def test_sigterm_after_the_first_results_interrupts_the_run(cli, sandbox, tmp_path):
     write_events(tmp_path / "events.ndjson", users("user", 0, 10_000))
     sandbox.faults(latency=0.05)
 
     process = cli.start("upload", "events.ndjson", "--batch-size", "100", *COMMON)
-    assert process.stdout is not None
-    first_line = process.stdout.readline()  # results stream out while the run goes on
+    wait_for(lambda: process.out.stat().st_size > 0, process)  # results stream out
     process.send_signal(signal.SIGTERM)
-    rest = finish(process)
-    interrupted = Run(rest.returncode, first_line + rest.stdout, rest.stderr)
+    interrupted = process.finish()
 
     assert interrupted.returncode == 130
     assert 0 < len(interrupted.results) < 10_000
 
 
-@pytest.mark.xfail(strict=True, reason=STREAMING_BUG)
 def test_a_killed_run_keeps_the_checkpoints_it_saved(cli, sandbox, tmp_path):
     write_events(tmp_path / "events.ndjson", users("user", 0, 20_000))
     sandbox.faults(latency=0.1)
     args = ("upload", "events.ndjson", "--batch-size", "200", *COMMON)
     process = cli.start(*args)
-    deadline = time.monotonic() + RUN_TIMEOUT
-    while not (tmp_path / "state.json").exists() and time.monotonic() < deadline:
-        time.sleep(0.02)  # checkpoints are saved about every second while events settle
-    process.kill()
-    killed = finish(process)
+    # checkpoints are saved about every second while events settle
+    wait_for((tmp_path / "state.json").exists, process)
+    process.send_signal(signal.SIGKILL)
+    killed = process.finish()
     assert killed.returncode == -signal.SIGKILL
     assert sandbox.stats()["records_processed"] < 20_000  # killed while sending, not after
 
@@ -353,8 +369,7 @@ def test_a_second_run_on_a_state_file_in_use_exits_2_naming_the_first(cli, sandb
         assert "state.json" in second.stderr
     finally:
         first.send_signal(signal.SIGTERM)
-        first.communicate(timeout=RUN_TIMEOUT)
-    assert first.returncode == 130
+        assert first.finish().returncode == 130
     assert not any(identity.startswith("second-") for identity in sandbox.identities())
 
 
@@ -677,12 +692,6 @@ def _blocked_writing_to_a_pipe(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc/self/wchan").exists(), reason="needs Linux /proc wchan")
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: report.NdjsonReporter._write ignores the count returned by write(); with "
-    "PYTHONUNBUFFERED stdout is a raw FileIO, and a signal arriving while it waits on a full "
-    "pipe makes write() return short, so the rest of the chunk is lost mid-line",
-)
 def test_a_signal_while_stdout_is_full_loses_no_result_line(cli, tmp_path):
     write_events(tmp_path / "events.ndjson", users("user", 0, 20_000))
     env = {**cli.env, "PYTHONUNBUFFERED": "1"}  # as in many container images
@@ -700,7 +709,8 @@ def test_a_signal_while_stdout_is_full_loses_no_result_line(cli, tmp_path):
         assert process.poll() is None and time.monotonic() < deadline
         time.sleep(0.01)
     process.send_signal(signal.SIGTERM)
-    run = finish(process)
+    stdout, stderr = process.communicate(timeout=RUN_TIMEOUT)
+    run = Run(process.returncode, stdout, stderr)
 
     assert run.returncode == 130
     assert run.lines == list(range(1, run.summary["events"] + 1))
