@@ -1,4 +1,4 @@
-"""Shared fixtures: a running loopback CleverTap sandbox."""
+"""Shared fixtures: a loopback CleverTap sandbox, and an environment pointing ctcli at it."""
 
 from __future__ import annotations
 
@@ -17,3 +17,30 @@ def sandbox() -> Iterator[Sandbox]:
     """A started Sandbox on a free loopback port (TEST-ACC / test-passcode), stopped after."""
     with Sandbox(project_id=SANDBOX_PROJECT_ID, passcode=SANDBOX_PASSCODE) as running:
         yield running
+
+
+CREDENTIAL_VARIABLES = (
+    "CLEVERTAP_PROJECT_ID",
+    "CLEVERTAP_PASSCODE",
+    "CLEVERTAP_REGION",
+    "CLEVERTAP_ENDPOINT",
+    "CTCLI_PROFILE",
+)
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch) -> dict[str, str]:
+    """No credentials from the real environment; a config file of the test's own."""
+    for name in CREDENTIAL_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CTCLI_CONFIG", str(tmp_path / "config.toml"))
+    return {}
+
+
+@pytest.fixture
+def live(env, sandbox, monkeypatch) -> Sandbox:
+    """The sandbox, with CLEVERTAP_* pointing ctcli at it."""
+    monkeypatch.setenv("CLEVERTAP_ENDPOINT", sandbox.url)
+    monkeypatch.setenv("CLEVERTAP_PROJECT_ID", SANDBOX_PROJECT_ID)
+    monkeypatch.setenv("CLEVERTAP_PASSCODE", SANDBOX_PASSCODE)
+    return sandbox

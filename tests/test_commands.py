@@ -13,35 +13,9 @@ from typer.testing import CliRunner
 
 from ctcli import cli_events
 from ctcli.cli import app
-from ctcli.sandbox import Sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_events"
-
-
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    """No credentials from the real environment; a config file of the test's own."""
-    for name in (
-        "CLEVERTAP_PROJECT_ID",
-        "CLEVERTAP_PASSCODE",
-        "CLEVERTAP_REGION",
-        "CLEVERTAP_ENDPOINT",
-        "CTCLI_PROFILE",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("CTCLI_CONFIG", str(tmp_path / "config.toml"))
-    return {}
-
-
-@pytest.fixture
-def live(env, monkeypatch):
-    """A sandbox, and the environment pointing ctcli at it."""
-    with Sandbox(project_id="ACC-1", passcode="pass-1") as sandbox:
-        monkeypatch.setenv("CLEVERTAP_ENDPOINT", sandbox.url)
-        monkeypatch.setenv("CLEVERTAP_PROJECT_ID", "ACC-1")
-        monkeypatch.setenv("CLEVERTAP_PASSCODE", "pass-1")
-        yield sandbox
 
 
 def invoke(*args: str, input: str | bytes | None = None):
@@ -220,7 +194,7 @@ def test_delete_with_yes_deletes_each_identity(live):
 def test_delete_asks_on_a_terminal_and_no_means_nothing(live, monkeypatch):
     monkeypatch.setattr(cli_events, "stdin_is_terminal", lambda: True)
     result = invoke("delete", "u1", "u2", "u3", input="n\n")
-    assert "Delete 3 profiles from project ACC-1?" in result.stderr
+    assert "Delete 3 profiles from project TEST-ACC?" in result.stderr
     assert result.exit_code == 0 and live.stats()["delete_requests"] == 0
 
 

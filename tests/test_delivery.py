@@ -29,8 +29,7 @@ from ctcli.models import InputItem, Result
 from ctcli.run import RunSettings, execute
 from ctcli.sandbox import Sandbox
 
-PROJECT_ID = "ACC-DELIVERY"
-PASSCODE = "pass-delivery"
+PROJECT_ID, PASSCODE = "TEST-ACC", "test-passcode"  # what the conftest sandbox accepts
 
 EVENTS = 20_000
 # ctcli's Email check has no overall length limit (only the 512-byte value limit), the sandbox
@@ -49,30 +48,6 @@ class _QuickBackoff(ctcli.clevertap.ClientSettings):
 def quick_backoff(monkeypatch):
     """Every client built by a run backs off for milliseconds, not half-seconds."""
     monkeypatch.setattr(ctcli.clevertap, "ClientSettings", _QuickBackoff)
-
-
-@pytest.fixture
-def env(tmp_path, monkeypatch) -> dict[str, str]:
-    for name in (
-        "CLEVERTAP_PROJECT_ID",
-        "CLEVERTAP_PASSCODE",
-        "CLEVERTAP_REGION",
-        "CLEVERTAP_ENDPOINT",
-        "CTCLI_PROFILE",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("CTCLI_CONFIG", str(tmp_path / "config.toml"))
-    return {}
-
-
-@pytest.fixture
-def live(env, monkeypatch):
-    """A sandbox, and the environment pointing ctcli at it."""
-    with Sandbox(project_id=PROJECT_ID, passcode=PASSCODE) as sandbox:
-        monkeypatch.setenv("CLEVERTAP_ENDPOINT", sandbox.url)
-        monkeypatch.setenv("CLEVERTAP_PROJECT_ID", PROJECT_ID)
-        monkeypatch.setenv("CLEVERTAP_PASSCODE", PASSCODE)
-        yield sandbox
 
 
 # -- helpers ---------------------------------------------------------------------------------
