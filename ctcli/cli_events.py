@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ctcli.errors import UsageError
+from ctcli.errors import ExitStatus, UsageError
 
 
 class OutputFormat(StrEnum):
@@ -32,15 +32,32 @@ class ShowRows(StrEnum):
 
 
 def stdin_is_terminal() -> bool:
-    return sys.stdin.isatty()
+    return sys.stdin is not None and sys.stdin.isatty()  # None: started with stdin closed
 
 
 def stdout_is_terminal() -> bool:
-    return sys.stdout.isatty()
+    return sys.stdout is not None and sys.stdout.isatty()
 
 
 def stderr_is_terminal() -> bool:
-    return sys.stderr.isatty()
+    return sys.stderr is not None and sys.stderr.isatty()
+
+
+def _exit_now(status: int) -> None:
+    """Leave without waiting for threads still blocked on the network or on stdin."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(status)
+
+
+def _stdin_reader_alive() -> bool:
+    return any(
+        thread.name == "ctcli-read" and thread.is_alive() for thread in threading.enumerate()
+    )
 
 
 @dataclass(frozen=True)
@@ -180,22 +197,39 @@ def _run(mode: str, inputs: list[str], arg_items: list[Any], common: CommonOptio
         convert_timestamps=not common.no_convert_timestamps,
         env=dict(os.environ),
     )
+    if sys.stdout is None:
+        raise UsageError("stdout is closed: ctcli has nowhere to write the results")
     reporter = make_reporter(
         output,
         show=common.show.value if common.show else None,
         progress=output == "table" and stderr_is_terminal(),
     )
     _tune_garbage_collector()
-    with _graceful_stop() as stop:
-        summary = execute(
-            settings,
-            sink=reporter,
-            on_idle=reporter.idle,
-            stop=stop,
-            stdin=sys.stdin.buffer,
-            warn=lambda message: sys.stderr.write(f"ctcli: warning: {message}\n"),
-        )
+    try:
+        with _graceful_stop() as stop:
+            summary = execute(
+                settings,
+                sink=reporter,
+                on_idle=reporter.idle,
+                stop=stop,
+                stdin=getattr(sys.stdin, "buffer", None),
+                warn=lambda message: sys.stderr.write(f"ctcli: warning: {message}\n"),
+                note=lambda message: sys.stderr.write(f"ctcli: {message}\n"),
+            )
+    except KeyboardInterrupt:  # the second signal: stop now, what settled is already saved
+        reporter.abort()
+        sys.stderr.write("ctcli: aborted\n")
+        _exit_now(int(ExitStatus.INTERRUPTED))
+        raise
+    except BaseException:
+        reporter.abort()  # what was reported so far reaches stdout; progress is cleared
+        raise
     reporter.finish(summary)
+    if summary.refusal:
+        sys.stderr.write(f"ctcli: error: {summary.refusal}\n")
+    if summary.interrupted and _stdin_reader_alive():
+        # A thread still blocked reading stdin would abort the interpreter's shutdown.
+        _exit_now(int(summary.exit_status))
     raise typer.Exit(int(summary.exit_status))
 
 
@@ -291,7 +325,11 @@ def _confirm_delete(count: int, files: list[str], project: str) -> bool:
             if what
             else (f"the profiles of every event in {named}")
         )
-    return typer.confirm(f"Delete {what} from project {project}?", default=False, err=True)
+    try:
+        return typer.confirm(f"Delete {what} from project {project}?", default=False, err=True)
+    except typer.Abort:  # Ctrl-D or Ctrl-C at the prompt: the same as no
+        sys.stderr.write("\n")
+        return False
 
 
 @with_common_options

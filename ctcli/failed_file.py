@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -39,12 +40,27 @@ class FailedFile:
             data = orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
         except TypeError:  # integers beyond 64 bits, which the stdlib codec keeps exact
             data = (json.dumps(line, ensure_ascii=False) + "\n").encode()
-        self._file.write(data)
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            raise self._cannot_write(exc) from None
         self.written += 1
 
     def flush(self) -> None:
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as exc:
+            if (
+                exc.errno in (errno.EINVAL, errno.ENOTSUP, errno.EROFS)
+                and self._file.closed is False
+            ):
+                return  # a pipe or a device (--failed /dev/stderr): written, just not syncable
+            raise self._cannot_write(exc) from None
+
+    def _cannot_write(self, exc: OSError) -> InputError:
+        # Exit 2, and the checkpoint stays where it was: these events are not safe anywhere.
+        return InputError(f"cannot write failed file '{self.path}': {exc.strerror or exc}")
 
     def close(self) -> None:
         if not self._file.closed:

@@ -63,6 +63,7 @@ class Summary:
     retries: int = 0
     seconds: float = 0.0
     credentials_refused: bool = False
+    refusal: str | None = None  # CleverTap's words when it refused the credentials
     interrupted: bool = False
 
     def add_counts(self, counts: dict[Status, int]) -> None:
@@ -163,6 +164,9 @@ class Pipeline:
             queue.SimpleQueue()
         )
         self._in_flight = 0
+        self._upload_limit = options.batch_size
+        # --batch-size lowers deletes too; CleverTap takes at most 100 identities per request.
+        self._delete_limit = min(options.batch_size, options.delete_batch_size, 100)
         self._refused: CredentialsRejected | None = None
         self._executor: ThreadPoolExecutor | None = None
         self.summary = Summary()
@@ -171,46 +175,62 @@ class Pipeline:
     # -- the run ----------------------------------------------------------------------------
 
     def run(self, items: Iterable[InputItem | None]) -> Summary:
-        """Process every item (None means "nothing new yet": a chance to send what is open)."""
+        """Process every item (None means "nothing new yet": a chance to send what is open).
+
+        If reading breaks off (a corrupt file), what was read is still delivered and reported,
+        then the error is raised. On an abort (KeyboardInterrupt) nobody waits for the network.
+        """
         started = time.monotonic()
         if self._sender is not None and not self._options.dry_run:
             self._executor = ThreadPoolExecutor(
                 max_workers=self._options.concurrency, thread_name_prefix="ctcli-send"
             )
+        read_error: Exception | None = None
+        aborted = True
         try:
-            since_check = 0
-            for item in items:
-                if self._stop.is_set():
-                    self.summary.interrupted = True
-                    break
-                if item is None:
-                    self._send_open(force=True)
-                    self._collect(block=False)
-                    if self._on_idle is not None:
-                        self._on_idle()
-                    continue
-                self._admit(item)
-                since_check += 1
-                if since_check >= 64:
-                    since_check = 0
-                    self._collect(block=False)
-                    self._send_open(force=len(self._slots) > self._options.max_waiting_events)
+            try:
+                self._consume(items)
+            except Exception as exc:
+                read_error = exc
             if self._stop.is_set():
                 self.summary.interrupted = True
             self._send_open(force=True)
             while self._in_flight:
                 self._collect(block=True)
             self._emit_ready()
+            aborted = False
         finally:
             if self._executor is not None:
-                self._executor.shutdown(wait=True, cancel_futures=True)
+                self._executor.shutdown(wait=not aborted, cancel_futures=True)
             if self._sender is not None:
                 self.summary.requests = self._sender.requests
                 self.summary.retries = self._sender.retries
             self.summary.seconds = time.monotonic() - started
             self.summary.add_counts(self._counts)
-            self.summary.credentials_refused = self._refused is not None
+            if self._refused is not None:
+                self.summary.credentials_refused = True
+                self.summary.refusal = str(self._refused)
+        if read_error is not None:
+            raise read_error
         return self.summary
+
+    def _consume(self, items: Iterable[InputItem | None]) -> None:
+        since_check = 0
+        for item in items:
+            if self._stop.is_set():
+                return
+            if item is None:
+                self._send_open(force=True)
+                self._collect(block=False)
+                if self._on_idle is not None:
+                    self._on_idle()
+                continue
+            self._admit(item)
+            since_check += 1
+            if since_check >= 64:
+                since_check = 0
+                self._collect(block=False)
+                self._send_open(force=len(self._slots) > self._options.max_waiting_events)
 
     # -- reading side -----------------------------------------------------------------------
 
@@ -280,11 +300,7 @@ class Pipeline:
             batch = self._open[action] = _Batch(action, opened=time.monotonic())
         batch.payloads.append(payload)
         batch.targets.append((slot, index))
-        limit = (
-            self._options.batch_size
-            if action is Action.UPLOAD
-            else min(self._options.delete_batch_size, 100)
-        )
+        limit = self._upload_limit if action is Action.UPLOAD else self._delete_limit
         if len(batch.payloads) >= limit:
             del self._open[action]
             self._dispatch(batch)

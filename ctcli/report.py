@@ -6,6 +6,7 @@ markup (every Console here has markup and highlighting off, and cells are Text o
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -34,6 +35,15 @@ def _dumps(value: Any) -> bytes:
         import json
 
         return json.dumps(value, ensure_ascii=False).encode()
+
+
+def silence_stdout() -> None:
+    """After a broken pipe (`| head`): the rest of stdout, and the final flush, go nowhere."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass  # not a real file (tests): nothing to redirect
 
 
 def _write_all(out: IO[bytes], data: bytes) -> None:
@@ -76,11 +86,15 @@ class NdjsonReporter:
             self._out.flush()
         except BrokenPipeError:
             self.closed = True  # `| head` has seen enough; the run itself goes on
+            silence_stdout()
         self._pending.clear()
 
     def idle(self) -> None:
         if self._pending:
             self._write()
+
+    def abort(self) -> None:
+        self.idle()
 
     def finish(self, summary: Summary) -> None:
         self.idle()
@@ -101,13 +115,19 @@ class JsonReporter:
     def idle(self) -> None:
         pass
 
+    def abort(self) -> None:
+        pass  # half a document is no document: nothing is printed
+
     def finish(self, summary: Summary) -> None:
         document = {"results": self._results, "summary": summary.to_dict()}
-        _write_all(
-            self._out,
-            orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE),
-        )
-        self._out.flush()
+        try:
+            _write_all(
+                self._out,
+                orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE),
+            )
+            self._out.flush()
+        except BrokenPipeError:
+            silence_stdout()  # the reader left; the exit status still tells how the run went
 
 
 class TableReporter:
@@ -125,6 +145,8 @@ class TableReporter:
 
         # markup and highlighting off: event names and identities are user data, not markup.
         self._console = Console(file=out, markup=False, highlight=False, emoji=False)
+        # rich exits 1 on a broken pipe, and 1 means "events failed": keep our exit status.
+        self._console.on_broken_pipe = self._stdout_gone  # type: ignore[method-assign]
         self._err_console = Console(file=err, markup=False, highlight=False, emoji=False)
         self._show = show  # "all", "failed" or None (all up to TABLE_ROW_LIMIT, then failed)
         self._rows: list[Result] = []
@@ -174,9 +196,17 @@ class TableReporter:
             f"{self._events} events ({parts or 'starting'}), {self._events / elapsed:.0f}/s"
         )
 
-    def finish(self, summary: Summary) -> None:
+    def _stdout_gone(self) -> None:
+        self._console.quiet = True
+        silence_stdout()
+
+    def abort(self) -> None:
         if self._progress is not None:
             self._progress.stop()
+            self._progress = None
+
+    def finish(self, summary: Summary) -> None:
+        self.abort()
         from rich.table import Table
         from rich.text import Text
 

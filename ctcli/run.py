@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from ctcli.config import Profile, permission_warning, resolve_profile
-from ctcli.errors import InputError, UsageError
+from ctcli.errors import UsageError
 from ctcli.failed_file import FailedFile
 from ctcli.models import Action, FieldMapping, InputItem, Result, Status
 from ctcli.pipeline import Pipeline, PipelineOptions, Sender, Summary, with_ticks
@@ -85,29 +85,39 @@ def make_router(
         return lambda item: fixed
     subscriptions = build_subscriptions(profile.subscriptions, base=mapping, profile=profile.name)
 
+    redo = {action: [command_subscription(action, mapping)] for action in Action}
+
     def replay_route(item: InputItem) -> Sequence[Subscription]:
         matched = route(item.event or {}, subscriptions)
-        if item.only_action:  # re-driving a failed line: redo only what failed
+        if item.only_action in redo:  # re-driving a failed line: redo just what failed
             matched = [s for s in matched if s.action == item.only_action]
+            # It failed under that action, perhaps sent there by `upload` or `delete` whatever
+            # its type: re-drive it there even when no trigger matches.
+            return matched or redo[Action(item.only_action)]
         return matched
 
     return replay_route
 
 
-def check_inputs(inputs: Sequence[str]) -> None:
+def check_inputs(inputs: Sequence[str], *, tracked: bool) -> None:
     """Fail before sending anything when a named file cannot be read (exit 2)."""
+    from ctcli.sources import check_readable
+
     for name in inputs:
         if name == "-":
             continue
-        if os.path.isdir(name):
-            raise InputError(f"cannot read '{name}': it is a directory")
-        try:
-            with open(name, "rb"):
-                pass
-        except OSError as exc:
-            raise InputError(f"cannot read '{name}': {exc.strerror}") from None
+        check_readable(name)
+        if tracked and not os.path.isfile(name):
+            raise UsageError(f"--state needs regular files: '{name}' is a pipe or a device")
     if list(inputs).count("-") > 1:
         raise UsageError("stdin ('-') can be given only once")
+    if tracked and "-" in inputs:
+        raise UsageError("--state cannot track stdin: give the input as a file")
+
+
+def is_stream(name: str) -> bool:
+    """stdin, a pipe or a device: input that may arrive slowly, so batches must not wait on it."""
+    return name == "-" or not os.path.isfile(name)
 
 
 def read_inputs(
@@ -147,13 +157,16 @@ def execute(
     stop: threading.Event | None = None,
     stdin: BinaryIO | None = None,
     warn: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
+    note: Callable[[str], None] | None = None,
 ) -> Summary:
-    """Run one command end to end and return its summary; results go to `sink` in order."""
+    """Run one command end to end and return its summary; results go to `sink` in order.
+
+    `warn` gets what may need attention, `note` what is merely worth knowing (resuming).
+    """
+    note = note or warn
     profile = load_profile(settings, warn)
     router = make_router(settings, profile)
-    check_inputs(settings.inputs)
-    if settings.state_path and "-" in settings.inputs:
-        raise UsageError("--state cannot track stdin: give the input as a file")
+    check_inputs(settings.inputs, tracked=settings.state_path is not None)
 
     with ExitStack() as stack:
         sender = None
@@ -173,12 +186,17 @@ def execute(
         # Items from the command line have no file to checkpoint, even if one is named "args".
         from_args = {id(item) for item in settings.arg_items}
 
+        def flush_outputs() -> None:
+            if failed is not None:
+                failed.flush()
+            if on_idle is not None:
+                on_idle()  # results reach stdout before any checkpoint counts them as settled
+
         def save_checkpoint() -> None:
             nonlocal last_save
             if state is None or settings.dry_run:
                 return
-            if failed is not None:
-                failed.flush()
+            flush_outputs()
             state.save()
             last_save = time.monotonic()
 
@@ -199,16 +217,10 @@ def execute(
                     save_checkpoint()
             sink(item, results)
 
-        def idle() -> None:
-            if failed is not None:
-                failed.flush()
-            if on_idle is not None:
-                on_idle()
-
         items: Iterable[InputItem | None] = itertools.chain(
-            settings.arg_items, read_inputs(settings.inputs, stdin, state, warn)
+            settings.arg_items, read_inputs(settings.inputs, stdin, state, note)
         )
-        if "-" in settings.inputs:
+        if any(is_stream(name) for name in settings.inputs):
             items = with_ticks(items)  # type: ignore[arg-type]
         default_action = None if settings.mode == "replay" else settings.mode
         pipeline = Pipeline(
@@ -223,7 +235,7 @@ def execute(
                 keep_events=failed is not None,  # only the failed file needs them once mapped
             ),
             stop=stop,
-            on_idle=idle,
+            on_idle=flush_outputs,
         )
         return pipeline.run(items)
 

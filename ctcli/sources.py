@@ -504,7 +504,8 @@ def read_source(
     return _read(name, stream, seekable, start_offset, start_line)
 
 
-def _check_readable(name: str) -> None:
+def check_readable(name: str) -> None:
+    """Raise InputError naming `name` when it cannot be read, without opening it."""
     # stat and access rather than open: opening a named pipe just to look would block or
     # swallow its writer.
     try:
@@ -524,5 +525,5 @@ def read_sources(names: Sequence[str], *, stdin: BinaryIO | None = None) -> Iter
     """
     for name in names:
         if name != "-":
-            _check_readable(name)
+            check_readable(name)
     return itertools.chain.from_iterable(read_source(name, stdin=stdin) for name in names)

@@ -216,7 +216,7 @@ class StateFile:
             return None
         size = identity["size"]
         if offset is not None and key not in self._compressed:
-            if item.event is None and not _ends_line(item.source, offset):
+            if item.error is not None and not _ends_line(item.source, offset):
                 self._blocked.add(key)
                 return (
                     f"{item.source}: line {item.line} has no newline yet (still being "
