@@ -371,6 +371,9 @@ def _check_standard(key: str, value: Any) -> None:
             raise InvalidEvent(f"{key} {value!r} is not {allowed[1]}")
 
 
+_MIN_INT64, _MAX_INT64 = -(2**63), 2**64 - 1  # what a JSON encoder can carry exactly
+
+
 def validate_profile_data(data: Mapping[str, Any]) -> None:
     """Raise InvalidEvent with the exact reason when CleverTap would refuse this profileData."""
     custom = 0
@@ -386,7 +389,10 @@ def validate_profile_data(data: Mapping[str, Any]) -> None:
         if kind is str:
             if len(value) > _VALUE_SAFE_CHARS:
                 _check_length(key, value)
-        elif kind is not int and kind is not bool and kind is not float:
+        elif kind is int:
+            if not _MIN_INT64 <= value <= _MAX_INT64:
+                raise InvalidEvent(f"{key!r} is a number beyond 64 bits: send it as a string")
+        elif kind is not bool and kind is not float:
             _check_length(key, value)
         if key in STANDARD_KEYS:
             _check_standard(key, value)

@@ -171,6 +171,7 @@ class CleverTapClient:
         self._requests = 0
         self._retries = 0
         self._rejection: str | None = None
+        self._rejection_status: int | None = None
         self._http = httpx.Client(
             headers=_request_headers(settings.project_id, settings.passcode),
             timeout=httpx.Timeout(settings.timeout),
@@ -384,11 +385,12 @@ class CleverTapClient:
         with self._lock:
             if self._rejection is None:
                 self._rejection = message
+                self._rejection_status = response.status_code
         raise CredentialsRejected(message, status_code=response.status_code)
 
     def _refuse_if_rejected(self) -> None:
         if self._rejection is not None:
-            raise CredentialsRejected(self._rejection)
+            raise CredentialsRejected(self._rejection, status_code=self._rejection_status)
 
 
 def outcomes_from_answer(content: bytes, items: list[Any]) -> list[Outcome]:

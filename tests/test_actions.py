@@ -578,3 +578,13 @@ def test_uploaded_profile_values_are_scalars_string_arrays_or_operators(event: d
             assert len(value) == 1 and next(iter(value)).startswith("$")
         else:
             assert isinstance(value, str | int | float | bool)
+
+
+def test_an_integer_beyond_64_bits_is_invalid_before_sending():
+    with pytest.raises(InvalidEvent, match="'big' is a number beyond 64 bits"):
+        map_upload({"userId": "a", "traits": {"big": 2**70}}, FieldMapping(), now=1)
+
+
+def test_an_integer_at_the_64_bit_edge_is_sent_as_is():
+    record = map_upload({"userId": "a", "traits": {"big": 2**63}}, FieldMapping(), now=1)
+    assert record["profileData"]["big"] == 2**63
