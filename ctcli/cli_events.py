@@ -203,6 +203,7 @@ def _run(mode: str, inputs: list[str], arg_items: list[Any], common: CommonOptio
         output,
         show=common.show.value if common.show else None,
         progress=output == "table" and stderr_is_terminal(),
+        inputs=inputs,
     )
     _tune_garbage_collector()
     try:

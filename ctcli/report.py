@@ -130,6 +130,67 @@ class JsonReporter:
             silence_stdout()  # the reader left; the exit status still tells how the run went
 
 
+class ProgressDisplay:
+    """A progress bar on stderr: bytes of the input files read, events and their statuses.
+
+    The bar has a total only when every input is a plain regular file (gzip offsets count
+    decompressed bytes, pipes have no size); otherwise it just pulses with the counts.
+    """
+
+    def __init__(self, console: Any, inputs: Sequence[str]) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._sizes = _plain_file_sizes(inputs)
+        total = sum(self._sizes.values()) if len(self._sizes) == len(inputs) and inputs else None
+        self._done_bytes = 0  # sizes of the files finished so far
+        self._source: str | None = None
+        self._started = time.monotonic()
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%" if total else ""),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,  # the table and summary follow; the bar has done its job
+        )
+        self._task = self._progress.add_task("starting", total=total)
+        self._progress.start()
+
+    def advance(self, item: InputItem, events: int, counts: dict[str, int]) -> None:
+        if item.source != self._source:
+            if self._source in self._sizes:
+                self._done_bytes += self._sizes[self._source]
+            self._source = item.source
+        if events % 97 == 0:
+            completed = self._done_bytes + (item.end_offset or 0)
+            self._progress.update(self._task, completed=completed)
+            self.refresh(events, counts)
+
+    def refresh(self, events: int, counts: dict[str, int]) -> None:
+        elapsed = max(time.monotonic() - self._started, 1e-9)
+        parts = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
+        self._progress.update(
+            self._task, description=f"{events} events ({parts or '...'}), {events / elapsed:.0f}/s"
+        )
+
+    def stop(self) -> None:
+        self._progress.stop()
+
+
+def _plain_file_sizes(inputs: Sequence[str]) -> dict[str, int]:
+    sizes = {}
+    for name in inputs:
+        if not os.path.isfile(name):  # never open a pipe just to look at it
+            continue
+        try:
+            with open(name, "rb") as handle:
+                if handle.read(2) != b"\x1f\x8b":
+                    sizes[name] = os.path.getsize(name)
+        except OSError:
+            pass
+    return sizes
+
+
 class TableReporter:
     """A rich table of results and a summary; a live progress line on stderr when it is a TTY."""
 
@@ -140,6 +201,7 @@ class TableReporter:
         *,
         show: str | None,
         progress: bool,
+        inputs: Sequence[str] = (),
     ) -> None:
         from rich.console import Console
 
@@ -153,15 +215,9 @@ class TableReporter:
         self._events = 0
         self._dropped_ok = False
         self._counts: dict[str, int] = {}
-        self._progress = None
-        self._started = time.monotonic()
+        self._progress: ProgressDisplay | None = None
         if progress:
-            from rich.live import Live
-
-            self._progress = Live(
-                self._progress_text(), console=self._err_console, refresh_per_second=4
-            )
-            self._progress.start()
+            self._progress = ProgressDisplay(self._err_console, inputs)
 
     def __call__(self, item: InputItem, results: Sequence[Result]) -> None:
         self._events += 1
@@ -173,8 +229,8 @@ class TableReporter:
         if self._show is None and not self._dropped_ok and self._events > TABLE_ROW_LIMIT:
             self._dropped_ok = True
             self._rows = [row for row in self._rows if _is_failure(row)]
-        if self._progress is not None and self._events % 97 == 0:
-            self._progress.update(self._progress_text())
+        if self._progress is not None:
+            self._progress.advance(item, self._events, self._counts)
 
     def _keeps(self, result: Result) -> bool:
         if self._show == "all":
@@ -185,16 +241,7 @@ class TableReporter:
 
     def idle(self) -> None:
         if self._progress is not None:
-            self._progress.update(self._progress_text())
-
-    def _progress_text(self) -> Any:
-        from rich.text import Text
-
-        elapsed = max(time.monotonic() - self._started, 1e-9)
-        parts = ", ".join(f"{status} {count}" for status, count in sorted(self._counts.items()))
-        return Text(
-            f"{self._events} events ({parts or 'starting'}), {self._events / elapsed:.0f}/s"
-        )
+            self._progress.refresh(self._events, self._counts)
 
     def _stdout_gone(self) -> None:
         self._console.quiet = True
@@ -286,6 +333,7 @@ def make_reporter(
     stdout: IO[str] | None = None,
     stderr: IO[str] | None = None,
     progress: bool = False,
+    inputs: Sequence[str] = (),
 ) -> NdjsonReporter | JsonReporter | TableReporter:
     # Looked up per call, not at import: tests (and embedders) swap sys.stdout.
     stdout = stdout or sys.stdout
@@ -294,4 +342,4 @@ def make_reporter(
         return NdjsonReporter(stdout.buffer, stderr)
     if output == "json":
         return JsonReporter(stdout.buffer)
-    return TableReporter(stdout, stderr, show=show, progress=progress)
+    return TableReporter(stdout, stderr, show=show, progress=progress, inputs=inputs)
