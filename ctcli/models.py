@@ -31,6 +31,7 @@ class InputItem:
     raw: str | None = None  # the raw text of a bad item, kept for the --failed file
     end_offset: int | None = None  # NDJSON only: byte offset just past this line
     only_action: str | None = None  # set when unwrapped from a --failed line: redo just this
+    file_line: int | None = None  # NDJSON batch-envelope items: the line they stand on
 
 
 @dataclass(frozen=True, slots=True)

@@ -229,12 +229,18 @@ def _to_item(
 
 
 def _batch_items(
-    source: str, batch: list[Any], position: int, end_offset: int | None
+    source: str,
+    batch: list[Any],
+    position: int,
+    end_offset: int | None,
+    file_line: int | None = None,
 ) -> Iterator[InputItem]:
     last = position + len(batch)
     for number, value in enumerate(batch, position + 1):
         raw = None if type(value) is dict else _dumps_raw(value)
-        yield _to_item(source, number, value, end_offset if number == last else None, raw)
+        item = _to_item(source, number, value, end_offset if number == last else None, raw)
+        item.file_line = file_line  # items are numbered by position; a resume needs the line
+        yield item
 
 
 def _ndjson(source: str, lines: Iterable[bytes], lineno: int, offset: int) -> Iterator[InputItem]:
@@ -269,7 +275,7 @@ def _ndjson(source: str, lines: Iterable[bytes], lineno: int, offset: int) -> It
                 yield item(source, lineno, value, None, None, offset)
             elif _is_envelope(value):
                 batch = value["batch"]
-                yield from _batch_items(source, batch, position, offset)
+                yield from _batch_items(source, batch, position, offset, lineno)
                 position += len(batch)
             else:
                 yield _to_item(source, lineno, value, offset, None)

@@ -223,7 +223,10 @@ class StateFile:
                     "written?): the next run reads it again"
                 )
             size = max(size, offset)  # the file grew while it was read
-        self._entries[key] = {**identity, "size": size, "line": item.line, "offset": offset}
+        # Resuming at an offset numbers lines from the file's own line there; without one, the
+        # line is a count of the items to skip.
+        line = item.file_line if offset is not None and item.file_line else item.line
+        self._entries[key] = {**identity, "size": size, "line": line, "offset": offset}
         self._dirty = True
         return None
 

@@ -237,3 +237,17 @@ def test_delete_prompt_at_end_of_input_deletes_nothing(live, monkeypatch):
     monkeypatch.setattr(cli_events, "stdin_is_terminal", lambda: True)
     result = CliRunner().invoke(app, ["delete", "u1"], input="")
     assert result.exit_code == 0 and live.stats()["delete_requests"] == 0
+
+
+def test_line_numbers_after_resuming_past_a_batch_envelope_line_are_the_files(env, tmp_path):
+    source = tmp_path / "mixed.ndjson"
+    envelope = {"batch": [json.loads(identify(user)) for user in ("a", "b", "c")]}
+    source.write_text(json.dumps(envelope) + "\n")
+    args = ["upload", "--sandbox", "-o", "ndjson", "--state", str(tmp_path / "s.json")]
+    CliRunner().invoke(app, [*args, str(source)])
+    with source.open("a") as handle:
+        handle.write(identify("d") + "\n")
+    again = CliRunner().invoke(app, [*args, str(source)])
+    assert [
+        (row["identity"], row["line"]) for row in map(json.loads, again.stdout.splitlines())
+    ] == [("d", 2)]
