@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 import httpx
 import orjson
@@ -59,7 +59,9 @@ class ClientSettings:
     timeout: float = 10.0  # seconds, per request
     max_retries: int = 5  # retries of one request after its first attempt
     concurrency: int = 4  # requests in flight at most, 1..15
-    max_total_seconds: float = 120.0  # per batch, across all its attempts and waits
+    # Per batch, across all its attempts, waits and splits. None: two minutes, or longer when
+    # timeout x attempts asks for it (so --max-retries is not silently cut short).
+    max_total_seconds: float | None = None
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
     retry_after_cap: float = 60.0
@@ -83,6 +85,38 @@ class Outcome:
 
 
 _OK = Outcome(ok=True)
+
+# Answers about the body itself, given only once the credentials were accepted.
+_BODY_REFUSALS = frozenset({400, 413, 415, 422})
+# Answers that refuse a whole body, which halving may narrow down to the records at fault.
+_SPLITTABLE_STATUSES = frozenset({400, 413})
+# Markers of update operators that must not be applied twice (a retry after a lost answer).
+_NON_IDEMPOTENT = (b'"$incr"', b'"$decr"')
+# Failures after which the request surely never reached the server.
+_NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+class _Try(NamedTuple):
+    """One request's fate: its answer, or why there was none and whether to try again."""
+
+    response: httpx.Response | None
+    failure: str
+    retryable: bool
+    unsent: bool  # the request surely never reached the server
+
+
+@dataclass
+class _Budget:
+    """What one batch may still spend, across its retries and the halves of its splits."""
+
+    requests: int
+    deadline: float
+
+    @classmethod
+    def for_batch(cls, size: int, now: float, seconds: float) -> _Budget:
+        # Enough to isolate a dozen bad records (each costs about 2 * log2(size) requests);
+        # a body refused whatever it holds must not turn into 2 * size requests.
+        return cls(requests=24 * max(1, math.ceil(math.log2(size + 1))) + 1, deadline=now + seconds)
 
 
 class _Signal(Enum):
@@ -237,7 +271,7 @@ class CleverTapClient:
                 f"CleverTap takes at most {MAX_UPLOAD_RECORDS} records per upload, "
                 f"not {len(records)}"
             )
-        return self._send(self._upload_url, "d", records)
+        return self._send(self._upload_url, "d", records, self._budget(len(records)))
 
     def delete(self, identities: list[str]) -> list[Outcome]:
         """Delete the profiles with these identities in one request.
@@ -250,37 +284,49 @@ class CleverTapClient:
                 f"CleverTap deletes at most {MAX_DELETE_IDENTITIES} identities per request, "
                 f"not {len(identities)}"
             )
-        return self._send(self._delete_url, "identity", identities)
+        return self._send(self._delete_url, "identity", identities, self._budget(len(identities)))
 
-    def _send(self, url: str, key: str, items: list[Any]) -> list[Outcome]:
+    def _budget(self, size: int) -> _Budget:
+        settings = self._settings
+        seconds = settings.max_total_seconds
+        if seconds is None:
+            seconds = max(120.0, settings.timeout * (settings.max_retries + 1))
+        return _Budget.for_batch(size, self._clock(), seconds)
+
+    def _send(self, url: str, key: str, items: list[Any], budget: _Budget) -> list[Outcome]:
         if not items:
             return []
         try:
             body = orjson.dumps({key: items})
         except orjson.JSONEncodeError:
-            return self._send_encodable(url, key, items)
-        reply = self._exchange(url, body)
+            return self._send_encodable(url, key, items, budget)
+        reply = self._exchange(url, body, budget)
         if isinstance(reply, Outcome):
             return [reply] * len(items)
         status = reply.status_code
         if 200 <= status < 300:
             return self._scrubbed(outcomes_from_answer(reply.content, items))
-        if status == 400 and len(items) > 1:
-            # One bad record makes CleverTap refuse the whole body: halve until it stands alone.
-            middle = len(items) // 2
-            first = self._send(url, key, items[:middle])
-            try:
-                second = self._send(url, key, items[middle:])
-            except CredentialsRejected as exc:
-                exc.settled = [*first, *exc.settled]  # the first half's answers still stand
-                raise
-            return first + second
+        error = _answer_error_text(reply.content) or _status_text(status)
+        if status in _SPLITTABLE_STATUSES and len(items) > 1:
+            if budget.requests <= 0 or self._clock() >= budget.deadline:
+                error = f"{error} (refused with its batch; too many refusals to isolate it)"
+            else:
+                return self._send_halves(url, key, items, budget)
         if 300 <= status < 400:
             error = f"{_status_text(status)} (redirects are not followed)"
-        else:
-            error = _answer_error_text(reply.content) or _status_text(status)
         error = _scrub(error, self._settings.passcode)
         return [Outcome(ok=False, code=status, error=error)] * len(items)
+
+    def _send_halves(self, url: str, key: str, items: list[Any], budget: _Budget) -> list[Outcome]:
+        # One bad record makes CleverTap refuse the whole body: halve until it stands alone.
+        middle = len(items) // 2
+        first = self._send(url, key, items[:middle], budget)
+        try:
+            second = self._send(url, key, items[middle:], budget)
+        except CredentialsRejected as exc:
+            exc.settled = [*first, *exc.settled]  # the first half's answers still stand
+            raise
+        return first + second
 
     def _scrubbed(self, outcomes: list[Outcome]) -> list[Outcome]:
         # CleverTap's per-record texts reach result files; should one ever echo the passcode,
@@ -295,7 +341,9 @@ class CleverTapClient:
             for outcome in outcomes
         ]
 
-    def _send_encodable(self, url: str, key: str, items: list[Any]) -> list[Outcome]:
+    def _send_encodable(
+        self, url: str, key: str, items: list[Any], budget: _Budget
+    ) -> list[Outcome]:
         """Fail the items JSON cannot carry, and send the rest."""
         outcomes: list[Outcome | None] = [None] * len(items)
         sendable: list[int] = []
@@ -307,50 +355,63 @@ class CleverTapClient:
                 outcomes[index] = Outcome(ok=False, error=f"cannot be sent as JSON: {exc}")
             else:
                 sendable.append(index)
-        sent = self._send(url, key, [items[index] for index in sendable])
+        try:
+            sent = self._send(url, key, [items[index] for index in sendable], budget)
+        except CredentialsRejected as exc:
+            # Re-index what was settled (counted over the sendable items) over all the items.
+            for index, outcome in zip(sendable, exc.settled, strict=False):
+                outcomes[index] = outcome
+            known = next((i for i, outcome in enumerate(outcomes) if outcome is None), None)
+            exc.settled = list(outcomes[:known])
+            raise
         for index, outcome in zip(sendable, sent, strict=True):
             outcomes[index] = outcome
         return [outcome or _OK for outcome in outcomes]
 
-    def _exchange(self, url: str, body: bytes) -> httpx.Response | Outcome:
+    def _exchange(self, url: str, body: bytes, budget: _Budget) -> httpx.Response | Outcome:
         """Send one body until it gets a final answer, or give up and say why."""
         settings = self._settings
-        started = self._clock()
+        # A retry after a lost answer could apply $incr/$decr twice: such bodies are only sent
+        # again when the first try surely never arrived, or was turned away unread (429).
+        repeatable = not any(marker in body for marker in _NON_IDEMPOTENT)
         attempt = 0
         while True:
-            self._refuse_if_rejected()
-            response, failure, retryable = self._attempt(url, body)
+            budget.requests -= 1
+            response, failure, retryable, unsent = self._attempt(url, body)
             retry_after: float | None = None
             if response is not None:
                 status = response.status_code
-                if status in (401, 403):
-                    self._reject(response)
                 if status not in _RETRYABLE_STATUSES:
                     return response
                 code: int | None = status
                 failure = _status_text(status)
                 retry_after = _retry_after_seconds(response)
+                retryable = repeatable or status == 429
             else:
                 code = None
+                retryable = retryable and (repeatable or unsent)
             tries = attempt + 1
             delay = self._backoff(attempt, retry_after)
             if (
                 not retryable
                 or attempt >= settings.max_retries
-                or self._clock() - started + delay > settings.max_total_seconds
+                or self._clock() + delay > budget.deadline
             ):
                 plural = "attempt" if tries == 1 else "attempts"
+                if not repeatable and not retryable:
+                    failure += " (it may have been applied: not retried, it has $incr/$decr)"
                 return Outcome(ok=False, code=code, error=f"{failure} after {tries} {plural}")
             with self._lock:
                 self._retries += 1
             self._sleep(delay)
             attempt += 1
 
-    def _attempt(self, url: str, body: bytes) -> tuple[httpx.Response | None, str, bool]:
+    def _attempt(self, url: str, body: bytes) -> _Try:
         """One request through the limiter: (answer, or why there was none, worth retrying)."""
         generation = self._limiter.acquire()
         signal = _Signal.OTHER
         try:
+            self._refuse_if_rejected()  # refused while this one waited for a slot: send nothing
             with self._lock:
                 self._requests += 1
             try:
@@ -360,14 +421,17 @@ class CleverTapClient:
                     f"cannot reach {self._base}: {_transport_reason(exc, self._settings.timeout)}"
                 )
                 retryable = isinstance(exc, _RETRYABLE_TRANSPORT_ERRORS)
-                return None, _scrub(reason, self._settings.passcode), retryable
+                unsent = isinstance(exc, _NOT_SENT_ERRORS)
+                return _Try(None, _scrub(reason, self._settings.passcode), retryable, unsent)
             except httpx.DecodingError:
-                return None, UNREADABLE_ANSWER, False
+                return _Try(None, UNREADABLE_ANSWER, False, False)
+            if response.status_code in (401, 403):
+                self._reject(response)  # before the slot is freed: waiting requests see it
             if response.status_code == 429:
                 signal = _Signal.THROTTLED
             elif response.is_success:
                 signal = _Signal.SUCCESS
-            return response, "", True
+            return _Try(response, "", True, False)
         finally:
             self._limiter.release(generation, signal)
 
@@ -535,9 +599,10 @@ def check_credentials(
 ) -> None:
     """Ask CleverTap once whether it accepts these credentials.
 
-    Returns when it does (any 2xx, or a 4xx other than 401/403: those mean the credentials got
-    past authentication and only the empty upload was refused). Raises CredentialsRejected on
-    401/403 and Unreachable on a network error, a timeout, a redirect or a 5xx.
+    Returns when it does (a 2xx, or a refusal of the body itself: 400, 413, 415, 422; the
+    credentials got past authentication and only the empty upload was refused). Raises
+    CredentialsRejected on 401/403 and Unreachable on a network error, a timeout, a redirect,
+    any other 4xx (a wrong endpoint path, a busy account) or a 5xx.
     """
     base = _normalise_base_url(base_url)
     headers = _request_headers(project_id, passcode)
@@ -558,8 +623,10 @@ def check_credentials(
     status = response.status_code
     if status in (401, 403):
         raise CredentialsRejected(_rejection_message(project_id, response, passcode))
-    if 200 <= status < 300 or 400 <= status < 500:
-        return
+    if 200 <= status < 300 or status in _BODY_REFUSALS:
+        return  # past authentication: at most the empty upload itself was refused
+    # 404, 405, 408, 429, 5xx...: a wrong endpoint path or a busy server, not an answer about
+    # the credentials.
     raise Unreachable(f"cannot ask {base}: it answered {_status_text(status)}")
 
 

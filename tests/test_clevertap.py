@@ -178,7 +178,7 @@ def test_retryable_status_is_retried_then_succeeds(status: int) -> None:
         assert (client.requests, client.retries) == (2, 1)
 
 
-@pytest.mark.parametrize("status", [404, 405, 413, 422, 501, 505])
+@pytest.mark.parametrize("status", [404, 405, 422, 501, 505])
 def test_non_retryable_status_fails_records_without_retry(status: int) -> None:
     recorder = Recorder([httpx.Response(status)])
     with make_client(recorder) as client:
@@ -635,9 +635,15 @@ def check(answer: httpx.Response | Exception) -> None:
     check_credentials(BASE, PROJECT, SENTINEL, transport=httpx.MockTransport(Recorder([answer])))
 
 
-@pytest.mark.parametrize("status", [200, 202, 400, 404, 422])
-def test_check_credentials_accepts_2xx_and_4xx_other_than_401_403(status: int) -> None:
+@pytest.mark.parametrize("status", [200, 202, 400, 413, 422])
+def test_check_credentials_accepts_2xx_and_refusals_of_the_body(status: int) -> None:
     check(httpx.Response(status, json={"status": "fail"}))
+
+
+@pytest.mark.parametrize("status", [404, 405, 408, 429])
+def test_check_credentials_cannot_tell_from_a_wrong_path_or_a_busy_server(status: int) -> None:
+    with pytest.raises(Unreachable, match=str(status)):
+        check(httpx.Response(status, json={"status": "fail"}))
 
 
 def test_check_credentials_sends_one_empty_upload_with_the_credentials() -> None:
@@ -702,3 +708,73 @@ def test_record_too_deep_for_json_inside_the_envelope_fails_alone() -> None:
         outcomes = client.upload(batch)
     assert not outcomes[0].ok and outcomes[1] == OK
     assert recorder.bodies() == [{"d": [batch[1]]}]
+
+
+def test_payload_too_large_splits_the_batch_like_a_400() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        size = len(orjson.loads(request.content)["d"])
+        return httpx.Response(413) if size > 2 else success()
+
+    with make_client(answer) as client:
+        outcomes = client.upload(records(8))
+    assert all(o.ok for o in outcomes) and client.requests == 7  # 8 -> 4+4 -> 2+2+2+2
+
+
+def test_a_body_refused_whatever_it_holds_costs_a_bounded_number_of_requests() -> None:
+    with make_client(lambda request: httpx.Response(400)) as client:
+        outcomes = client.upload(records(1000))
+    assert all(not o.ok and o.code == 400 for o in outcomes)
+    # The budget (24 * log2 + 1), plus one request per level of the halving under way: not 1999.
+    assert client.requests <= 24 * 10 + 1 + 10
+    assert any("too many refusals to isolate" in (o.error or "") for o in outcomes)
+
+
+def test_a_lost_answer_is_not_retried_for_incr_but_is_for_plain_updates() -> None:
+    def timeout(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("no answer", request=request)
+
+    incr = [{"type": "profile", "identity": "u1", "profileData": {"visits": {"$incr": 1}}}]
+    with make_client(timeout, max_retries=3) as client:
+        (outcome,) = client.upload(incr)
+        assert client.requests == 1
+    assert not outcome.ok and "may have been applied" in (outcome.error or "")
+    with make_client(timeout, max_retries=3) as client:
+        client.upload(records(1))
+        assert client.requests == 4
+
+
+def test_a_connection_never_made_is_retried_even_for_incr() -> None:
+    calls = []
+
+    def refuse_then_answer(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        if len(calls) == 1:
+            raise httpx.ConnectError("refused", request=request)
+        return success()
+
+    incr = [{"type": "profile", "identity": "u1", "profileData": {"visits": {"$incr": 1}}}]
+    with make_client(refuse_then_answer, max_retries=3) as client:
+        assert client.upload(incr) == [Outcome(True)]
+        assert client.requests == 2
+
+
+def test_requests_waiting_for_a_slot_are_not_sent_after_a_refusal() -> None:
+    def slow_refusal(request: httpx.Request) -> httpx.Response:
+        time.sleep(0.05)  # the others queue up behind the one slot meanwhile
+        return httpx.Response(401, json={"status": "fail", "error": "Invalid Credentials"})
+
+    client = CleverTapClient(settings(concurrency=1), transport=httpx.MockTransport(slow_refusal))
+    refused = []
+
+    def send() -> None:
+        try:
+            client.upload(records(1))
+        except CredentialsRejected:
+            refused.append(True)
+
+    threads = [threading.Thread(target=send) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert client.requests == 1 and len(refused) == 8
