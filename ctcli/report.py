@@ -209,7 +209,10 @@ class TableReporter:
         self._console = Console(file=out, markup=False, highlight=False, emoji=False)
         # rich exits 1 on a broken pipe, and 1 means "events failed": keep our exit status.
         self._console.on_broken_pipe = self._stdout_gone  # type: ignore[method-assign]
-        self._err_console = Console(file=err, markup=False, highlight=False, emoji=False)
+        # Progress is asked for only when stderr is a terminal: trust that, whatever rich guesses.
+        self._err_console = Console(
+            file=err, markup=False, highlight=False, emoji=False, force_terminal=progress or None
+        )
         self._show = show  # "all", "failed" or None (all up to TABLE_ROW_LIMIT, then failed)
         self._rows: list[Result] = []
         self._events = 0

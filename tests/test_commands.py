@@ -22,6 +22,26 @@ def invoke(*args: str, input: str | bytes | None = None):
     return CliRunner().invoke(app, list(args), input=input, catch_exceptions=False)
 
 
+@pytest.fixture(autouse=True)
+def wide_tables(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # tables as wide as they need: no cell wraps
+
+
+def table_rows(text: str) -> list[dict]:
+    """The body rows of a results table (run with a wide COLUMNS so that no cell wraps)."""
+    names = ["where", "kind", "action", "identity", "status", "code", "error"]
+    rows = []
+    for line in text.splitlines():
+        if line.startswith("│"):
+            cells = [cell.strip() for cell in line.strip().strip("│").split("│")]
+            rows.append(dict(zip(names, cells, strict=True)))
+    return rows
+
+
+def summary_line(text: str) -> str:
+    return text.strip().splitlines()[-1]
+
+
 def ndjson(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
@@ -49,7 +69,7 @@ def test_replay_sandbox_sample_events_exits_0_with_ok_and_skipped(env):
 
 
 @pytest.mark.parametrize("output", ["ndjson", "json", "table"])
-def test_ok_skipped_invalid_statuses_in_every_format(env, tmp_path, output):
+def test_ok_skipped_invalid_statuses_in_every_format(env, tmp_path, output, monkeypatch):
     source = write(tmp_path / "in.ndjson", [IDENTIFY, PAGE, BAD_PHONE])
     result = invoke("replay", "--sandbox", "-o", output, source)
     assert result.exit_code == 1, result.stderr
@@ -60,28 +80,43 @@ def test_ok_skipped_invalid_statuses_in_every_format(env, tmp_path, output):
         rows = document["results"]
         assert document["summary"]["invalid"] == 1 and document["summary"]["ok"] == 1
     else:
-        for word in ("ok", "skipped", "invalid", "Phone", "3 events"):
-            assert word in result.stdout
-        return
+        rows = table_rows(result.stdout)
+        assert summary_line(result.stdout).startswith("3 events: 1 ok, 1 invalid, 1 skipped")
+        rows = [{**row, "line": int(row["where"].rsplit(":", 1)[1])} for row in rows]
     assert [row["status"] for row in rows] == ["ok", "skipped", "invalid"]
     assert rows[2]["line"] == 3 and "Phone" in rows[2]["error"]
 
 
 @pytest.mark.parametrize("output", ["ndjson", "json", "table"])
-def test_dry_run_status_in_every_format(env, tmp_path, output):
+def test_dry_run_status_in_every_format(env, tmp_path, output, monkeypatch):
     source = write(tmp_path / "in.ndjson", [IDENTIFY])
     result = invoke("upload", "--dry-run", "-o", output, source)
     assert result.exit_code == 0
-    assert "dry-run" in result.stdout
+    if output == "table":
+        (row,) = table_rows(result.stdout)
+        assert (row["identity"], row["status"]) == ("u1", "dry-run")
+    elif output == "json":
+        (row,) = json.loads(result.stdout)["results"]
+        assert (row["identity"], row["status"]) == ("u1", "dry-run")
+    else:
+        assert [(r["identity"], r["status"]) for r in ndjson(result.stdout)] == [("u1", "dry-run")]
 
 
 @pytest.mark.parametrize("output", ["ndjson", "json", "table"])
-def test_failed_status_in_every_format(live, tmp_path, output):
+def test_failed_status_in_every_format(live, tmp_path, output, monkeypatch):
     live.set_faults(fail_every=1, fail_status=400)
     source = write(tmp_path / "in.ndjson", [IDENTIFY])
     result = invoke("upload", "-o", output, source)
     assert result.exit_code == 1
-    assert "failed" in result.stdout and "400" in result.stdout
+    if output == "table":
+        rows = table_rows(result.stdout)
+    elif output == "json":
+        rows = json.loads(result.stdout)["results"]
+    else:
+        rows = ndjson(result.stdout)
+    assert [(row["identity"], row["status"], str(row["code"])) for row in rows] == [
+        ("u1", "failed", "400")
+    ]
 
 
 # -- exit codes ------------------------------------------------------------------------------
@@ -101,9 +136,16 @@ def test_missing_credentials_name_the_value_and_exit_2(env, tmp_path):
     assert "CLEVERTAP_PROJECT_ID" in result.stderr or "project id" in result.stderr
 
 
-def test_bad_option_value_exit_2(env):
-    result = invoke("upload", "--batch-size", "5000", "--dry-run", "x")
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--batch-size", "0"), ("--batch-size", "1001"), ("--concurrency", "0"),
+     ("--concurrency", "16"), ("--output", "xml"), ("--show", "some")],
+)  # fmt: skip
+def test_bad_option_value_is_exit_2_naming_the_option(env, tmp_path, option, value):
+    source = write(tmp_path / "in.ndjson", [IDENTIFY])
+    result = invoke("upload", "--dry-run", option, value, source)
     assert result.exit_code == 2
+    assert option in result.stderr and result.stdout == ""
 
 
 def test_refused_credentials_exit_3_and_every_event_failed(live, tmp_path, monkeypatch):
@@ -290,9 +332,97 @@ def test_table_has_no_colour_codes_with_no_color(env, tmp_path, monkeypatch):
     assert not re.search(r"\x1b\[(?:\d+;)*(?:3\d|9\d)", result.stdout)  # no colour codes
 
 
-def test_progress_goes_to_stderr_only_and_results_still_print(env, tmp_path, monkeypatch):
-    monkeypatch.setattr(cli_events, "stderr_is_terminal", lambda: True)
+def test_progress_goes_to_stderr_only_when_it_is_a_terminal(env, tmp_path, monkeypatch):
     source = write(tmp_path / "in.ndjson", [IDENTIFY] * 300)
-    result = invoke("upload", "--dry-run", "-o", "table", source)
-    assert result.exit_code == 0
-    assert "300 events" in result.stdout and "dry-run" in result.stdout
+    monkeypatch.setattr(cli_events, "stderr_is_terminal", lambda: True)
+    shown = invoke("upload", "--dry-run", "-o", "table", "--show", "failed", source)
+    assert shown.exit_code == 0
+    assert "events (" in shown.stderr  # the progress line: events (counts), rate
+    assert "events (" not in shown.stdout and "\r" not in shown.stdout
+    assert "300 events: 300 dry-run" in shown.stdout
+    monkeypatch.setattr(cli_events, "stderr_is_terminal", lambda: False)
+    quiet = invoke("upload", "--dry-run", "-o", "table", "--show", "failed", source)
+    assert "events (" not in quiet.stderr
+
+
+# -- the rest of the contract ----------------------------------------------------------------
+
+
+def test_version_prints_the_version(env):
+    from ctcli import __version__
+
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.stdout == f"ctcli {__version__}\n"
+
+
+def test_table_is_the_default_on_a_terminal(env, tmp_path, monkeypatch):
+    monkeypatch.setattr(cli_events, "stdout_is_terminal", lambda: True)
+    result = invoke("upload", "--dry-run", write(tmp_path / "in.ndjson", [IDENTIFY]))
+    assert table_rows(result.stdout)[0]["status"] == "dry-run"
+
+
+def test_show_all_lists_every_event_beyond_the_default_limit(env, tmp_path):
+    events = [{**IDENTIFY, "userId": f"u{n}"} for n in range(600)] + [BAD_PHONE]
+    source = write(tmp_path / "in.ndjson", events)
+    default = table_rows(invoke("upload", "--dry-run", "-o", "table", source).stdout)
+    every = table_rows(invoke("upload", "--dry-run", "-o", "table", "--show", "all", source).stdout)
+    failed = table_rows(
+        invoke("upload", "--dry-run", "-o", "table", "--show", "failed", source).stdout
+    )
+    assert [row["status"] for row in default] == ["invalid"]  # over 500 events: failures only
+    assert len(every) == 601
+    assert [row["status"] for row in failed] == ["invalid"]
+
+
+def test_show_defaults_to_every_row_up_to_500_events(env, tmp_path):
+    source = write(tmp_path / "in.ndjson", [IDENTIFY, BAD_PHONE])
+    rows = table_rows(invoke("upload", "--dry-run", "-o", "table", source).stdout)
+    assert [row["status"] for row in rows] == ["dry-run", "invalid"]
+
+
+def test_failed_file_is_appended_to_not_replaced(env, tmp_path):
+    failed = tmp_path / "failed.ndjson"
+    failed.write_text('{"earlier": "line"}\n')
+    invoke(
+        "upload", "--dry-run", "--failed", str(failed), write(tmp_path / "in.ndjson", [BAD_PHONE])
+    )
+    lines = failed.read_text().splitlines()
+    assert lines[0] == '{"earlier": "line"}' and json.loads(lines[1])["status"] == "invalid"
+
+
+def test_no_convert_timestamps_sends_iso_strings_as_they_are(live):
+    args = ["upload", "--identity", "ts1", "--set", "signup=2006-01-02T18:04:07Z"]
+    invoke(*args)
+    assert live.profiles()["ts1"]["profileData"]["signup"] == 1136225047
+    invoke(*args, "--no-convert-timestamps")
+    assert live.profiles()["ts1"]["profileData"]["signup"] == "2006-01-02T18:04:07Z"
+
+
+def test_profile_option_and_variable_choose_the_credentials(env, sandbox, tmp_path, monkeypatch):
+    Path(tmp_path / "config.toml").write_text(
+        f"[profiles.default]\nproject_id = 'nope'\npasscode = 'nope'\nendpoint = '{sandbox.url}'\n"
+        f"[profiles.staging]\nproject_id = 'TEST-ACC'\npasscode = 'test-passcode'\n"
+        f"endpoint = '{sandbox.url}'\n"
+    )
+    source = write(tmp_path / "in.ndjson", [IDENTIFY])
+    assert invoke("upload", source).exit_code == 3  # the default profile's are wrong
+    assert invoke("upload", "-p", "staging", source).exit_code == 0
+    monkeypatch.setenv("CTCLI_PROFILE", "staging")
+    assert invoke("upload", source).exit_code == 0
+
+
+def test_delete_results_of_arguments_come_from_args(env):
+    rows = ndjson(invoke("delete", "--dry-run", "-o", "ndjson", "a1", "a2").stdout)
+    assert [(row["source"], row["line"], row["identity"]) for row in rows] == [
+        ("args", 1, "a1"),
+        ("args", 2, "a2"),
+    ]
+
+
+def test_summary_has_every_count_the_contract_names(env, tmp_path):
+    result = invoke("replay", "--dry-run", "-o", "json", write(tmp_path / "in.ndjson", [PAGE]))
+    summary = json.loads(result.stdout)["summary"]
+    assert set(summary) == {
+        "events", "ok", "failed", "invalid", "skipped", "dry-run", "requests", "retries", "seconds"
+    }  # fmt: skip
+    assert summary["skipped"] == 1 and summary["seconds"] >= 0

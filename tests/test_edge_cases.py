@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import selectors
 import signal
 import subprocess
 import sys
@@ -69,11 +71,37 @@ def test_a_fifo_is_read_without_losing_its_writer(clean_env, tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
-    with open(fifo, "w") as writer:  # blocks until ctcli opens it for reading
-        writer.write(identify("fifo-1") + "\n")
-    out, err = process.communicate(timeout=30)
+    try:
+        writer = open_fifo_writer(fifo, process)
+        os.write(writer, (identify("fifo-1") + "\n").encode())
+        os.close(writer)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
     assert process.returncode == 0, err
     assert json.loads(out)["identity"] == "fifo-1"
+
+
+def open_fifo_writer(fifo, process, seconds: float = 30) -> int:
+    """Open the FIFO for writing once ctcli has opened it for reading, never blocking forever."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:  # ENXIO: no reader yet
+                raise
+        assert process.poll() is None, "ctcli ended without opening the FIFO"
+        assert time.monotonic() < deadline, "ctcli never opened the FIFO"
+        time.sleep(0.02)
+
+
+def readline_within(stream, seconds: float = 30) -> str:
+    """One line from a child's pipe, or a test failure instead of a hang."""
+    selector = selectors.DefaultSelector()
+    selector.register(stream, selectors.EVENT_READ)
+    assert selector.select(timeout=seconds), f"no line within {seconds} s"
+    return stream.readline()
 
 
 def test_state_refuses_a_fifo_with_a_clear_error(clean_env, tmp_path):
@@ -108,13 +136,15 @@ def test_closed_stdout_is_a_one_line_error(clean_env, tmp_path):
         preexec_fn=lambda: os.close(1),
     )
     assert process.returncode == 2 and "stdout is closed" in process.stderr
+    assert process.stderr.strip().count("\n") == 0
 
 
 @pytest.mark.parametrize("output", ["json", "table", "ndjson"])
 def test_a_reader_that_leaves_early_does_not_change_the_exit_status(clean_env, tmp_path, output):
     (tmp_path / "many.ndjson").write_text("".join(identify(f"m{n}") + "\n" for n in range(3000)))
     done = subprocess.run(
-        f"{sys.executable} -m ctcli upload --sandbox -o {output} many.ndjson | head -c 10; "
+        f"{sys.executable} -m ctcli upload --sandbox -o {output} --show all many.ndjson "
+        "| head -n 2; "
         "exit ${PIPESTATUS[0]}",
         shell=True,
         executable="/bin/bash",
@@ -165,10 +195,12 @@ def test_a_second_interrupt_stops_at_once_with_130(clean_env, tmp_path):
             text=True,
         )
         deadline = time.monotonic() + 30
-        while sandbox.stats()["requests"] == 0 and time.monotonic() < deadline:
+        while sandbox.stats()["requests"] == 0:
+            assert time.monotonic() < deadline, "the run never started sending"
             time.sleep(0.05)
         process.send_signal(signal.SIGINT)
-        time.sleep(0.3)
+        # The second signal only once the first was handled: two that arrive together are one.
+        assert "ctcli: stopping" in readline_within(process.stderr)
         process.send_signal(signal.SIGINT)
         try:
             _, err = process.communicate(timeout=15)
@@ -188,13 +220,13 @@ def test_sigterm_on_a_stdin_pipeline_exits_130_cleanly(clean_env):
         stderr=subprocess.PIPE,
         text=True,
     )
-    process.stdin.write(identify("t1") + "\n")
-    process.stdin.flush()
-    assert json.loads(process.stdout.readline())["identity"] == "t1"
-    process.send_signal(signal.SIGTERM)  # stdin stays open: the reader is still blocked on it
     try:
-        err = process.stderr.read()
+        process.stdin.write(identify("t1") + "\n")
+        process.stdin.flush()
+        assert json.loads(readline_within(process.stdout))["identity"] == "t1"
+        process.send_signal(signal.SIGTERM)  # stdin stays open: the reader is still blocked on it
         assert process.wait(timeout=15) == 130
+        err = process.stderr.read()
     finally:
         process.kill()
         process.stdin.close()

@@ -121,6 +121,7 @@ def test_passcode_absent_from_an_internal_error_and_its_debug_traceback(
         result = run(outputs, "upload", "-o", "ndjson", events_file(tmp_path, 2))
         assert result.exit_code == 4
         assert "CTCLI_DEBUG=1" in result.stderr and "planted bug" in result.stderr
+        assert result.stderr.count("\n") == 1  # one line, whatever the bug
         monkeypatch.setenv("CTCLI_DEBUG", "1")
         result = run(outputs, "upload", "-o", "ndjson", events_file(tmp_path, 2))
         assert isinstance(result.exception, RuntimeError)

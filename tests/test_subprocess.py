@@ -8,6 +8,7 @@ import selectors
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -18,13 +19,18 @@ CTCLI = [sys.executable, "-m", "ctcli"]
 
 @pytest.fixture(scope="module")
 def sandbox_process():
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CTCLI_")}
     process = subprocess.Popen(
         [*CTCLI, "sandbox", "--port", "0"],
+        env=env,  # the default credentials, whatever this shell exports
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    watchdog = threading.Timer(30, process.kill)  # a sandbox that never starts fails, not hangs
+    watchdog.start()
     first = process.stdout.readline()
+    watchdog.cancel()
     assert first.startswith("CleverTap sandbox listening on "), first
     yield first.split()[-1]
     process.send_signal(signal.SIGINT)
@@ -116,11 +122,9 @@ def test_results_stream_before_a_slow_producer_ends_its_input(env):
         first = json.loads(process.stdout.readline())
         assert first["identity"] == "slow-1" and first["status"] == "ok"
         assert process.poll() is None  # still running: the input has not ended
-        process.stdin.write(identify("slow-2") + "\n")
-        process.stdin.close()
-        rest = process.stdout.read()
+        rest, _ = process.communicate(input=identify("slow-2") + "\n", timeout=20)
         assert json.loads(rest)["identity"] == "slow-2"
-        assert process.wait(timeout=20) == 0
+        assert process.returncode == 0
     finally:
         if process.poll() is None:
             process.kill()
@@ -130,12 +134,14 @@ def test_head_closing_the_pipe_early_is_not_an_error(env, tmp_path):
     source = tmp_path / "many.ndjson"
     source.write_text("".join(identify(f"h{n}") + "\n" for n in range(5000)))
     done = subprocess.run(
-        f"{sys.executable} -m ctcli upload --dry-run {source} | head -n 3",
+        f"{sys.executable} -m ctcli upload --dry-run {source} | head -n 3; exit ${{PIPESTATUS[0]}}",
         shell=True,
+        executable="/bin/bash",
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert len(done.stdout.splitlines()) == 3
+    assert done.returncode == 0, done.stderr  # every event was still processed: dry-run
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
