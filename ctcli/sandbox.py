@@ -3,11 +3,13 @@
 It speaks the two endpoints ctcli uses, `POST /1/upload` and `POST /1/delete/profiles.json`,
 with CleverTap's credential headers, its 1000-record and 100-identity limits, its per-record
 error codes (1-based record numbers) and its concurrency limit (429 beyond 15 requests in flight).
-Faults (failures, dropped connections, latency, whole-batch refusals) can be switched on while it
-runs, in-process with `Sandbox.set_faults` or over HTTP with `POST /_sandbox/faults`.
+Faults (failures, dropped connections, latency, whole-batch refusals, a gate that holds requests
+until released) can be switched on while it runs, in-process with `Sandbox.set_faults` or over
+HTTP with `POST /_sandbox/faults`.
 
 Admin endpoints, loopback test aids that need no credentials and count toward nothing:
-`GET /_sandbox/state[?profiles=0]`, `POST /_sandbox/faults`, `POST /_sandbox/reset`.
+`GET /_sandbox/state[?profiles=0]`, `POST /_sandbox/faults`, `POST /_sandbox/release`,
+`POST /_sandbox/reset`.
 """
 
 from __future__ import annotations
@@ -218,6 +220,7 @@ class _Faults:
     latency: float = 0.0
     retry_after: float | None = None
     bad_batch_marker: str | None = None
+    hold: bool = False
 
     def __post_init__(self) -> None:
         for name in ("fail_every", "drop_every"):
@@ -240,6 +243,8 @@ class _Faults:
             type(self.bad_batch_marker) is not str or not self.bad_batch_marker
         ):
             raise ValueError("bad_batch_marker must be a non-empty string or null")
+        if type(self.hold) is not bool:
+            raise ValueError(f"hold must be true or false, not {self.hold!r}")
 
     def failure(self) -> _Answer:
         status = self.fail_status
@@ -311,6 +316,10 @@ class Sandbox:
         self.max_in_flight = max_in_flight
         self._base_latency = float(latency)
         self._lock = threading.Lock()
+        # Held requests wait on this; release() moves them on by starting a new hold round.
+        self._gate = threading.Condition(self._lock)
+        self._held = 0  # requests waiting in the current hold round
+        self._hold_round = 0
         self._profiles: dict[str, list[Any]] = {}  # identity -> [profileData, ts]
         self._deleted: list[str] = []
         self._stats = _Stats()
@@ -345,11 +354,16 @@ class Sandbox:
         return self
 
     def stop(self) -> None:
-        """Stop listening and close open keep-alive connections. Safe to call twice."""
+        """Stop listening, let held requests go and close open keep-alive connections.
+
+        Safe to call twice.
+        """
         server, thread = self._server, self._thread
         if server is None:
             return
         self._server = self._thread = None
+        with self._lock:
+            self._release_held()
         server.shutdown()
         server.close_connections()
         server.server_close()
@@ -384,6 +398,7 @@ class Sandbox:
         latency: float = 0.0,
         retry_after: float | None = None,
         bad_batch_marker: str | None = None,
+        hold: bool = False,
     ) -> None:
         """Replace the fault settings and restart the fault request counter at zero.
 
@@ -394,6 +409,12 @@ class Sandbox:
         requests are not processed. `latency` seconds pass before every API answer, while the
         request counts as in flight. With `bad_batch_marker`, an upload holding any record whose
         identity starts with it is refused as a whole with 400 Malformed request.
+
+        With `hold`, each such request waits, in flight, before anything else happens to it, until
+        `release()` (`POST /_sandbox/release`), `reset()`, `stop()` or new fault settings without
+        `hold` let it go; it then goes on under the faults it was admitted with. Holding stays on
+        after a release: later requests are held again. `stats()["held"]` says how many wait now
+        and `wait_held(n)` waits for n of them: a deterministic stand-in for "slow enough".
         """
         faults = _Faults(
             fail_every=fail_every,
@@ -403,10 +424,32 @@ class Sandbox:
             latency=latency,
             retry_after=retry_after,
             bad_batch_marker=bad_batch_marker,
+            hold=hold,
         )
         with self._lock:
             self._faults = faults
             self._fault_sequence = 0
+            if not hold:
+                self._release_held()
+
+    def release(self) -> int:
+        """Let every request held right now go on; returns how many. Holding stays on."""
+        with self._lock:
+            return self._release_held()
+
+    def wait_held(self, count: int, timeout: float | None = None) -> bool:
+        """Wait until at least `count` requests are held; False if `timeout` seconds pass first."""
+        with self._gate:
+            return self._gate.wait_for(lambda: self._held >= count, timeout)
+
+    def _release_held(self) -> int:
+        # Called with self._lock held. A released request leaves the count at once, so a
+        # following wait_held() counts only requests held after this release.
+        released = self._held
+        self._held = 0
+        self._hold_round += 1
+        self._gate.notify_all()
+        return released
 
     def clear_faults(self) -> None:
         """Switch every fault off."""
@@ -443,19 +486,26 @@ class Sandbox:
         went on to read (authenticated, admitted, not failed or dropped by a fault);
         batch_sizes / delete_sizes: record or identity count of each one it processed;
         status_counts: HTTP status -> answers; dropped and faults_injected: fault outcomes;
-        max_in_flight_seen: peak of admitted requests in flight at once.
+        max_in_flight_seen: peak of admitted requests in flight at once; held: requests the
+        `hold` fault keeps waiting right now (not reset by `reset()`, which lets them go).
         """
         with self._lock:
-            return self._stats.snapshot()
+            return self._stats_snapshot()
+
+    def _stats_snapshot(self) -> dict[str, Any]:
+        data = self._stats.snapshot()
+        data["held"] = self._held
+        return data
 
     def reset(self) -> None:
-        """Forget profiles, deletions and statistics, and switch faults off."""
+        """Forget profiles, deletions and statistics, switch faults off, let held requests go."""
         with self._lock:
             self._profiles.clear()
             self._deleted.clear()
             self._stats = _Stats()
             self._faults = _Faults()
             self._fault_sequence = 0
+            self._release_held()
 
     def state(self, *, include_profiles: bool = True) -> dict[str, Any]:
         """What `GET /_sandbox/state` answers."""
@@ -469,7 +519,7 @@ class Sandbox:
             else:
                 state["profile_count"] = len(self._profiles)
             state["deleted"] = list(self._deleted)
-            state["stats"] = self._stats.snapshot()
+            state["stats"] = self._stats_snapshot()
             state["faults"] = asdict(self._faults)
             return state
 
@@ -502,6 +552,9 @@ class Sandbox:
             sequence = self._fault_sequence
             faults = self._faults
         try:
+            if faults.hold:
+                with self._lock:
+                    self._hold()
             delay = self._base_latency + faults.latency
             if delay > 0:
                 time.sleep(delay)
@@ -522,6 +575,16 @@ class Sandbox:
         finally:
             with self._lock:
                 self._in_flight -= 1
+
+    def _hold(self) -> None:
+        # Called with self._lock held (the gate's lock); wait() gives it up while waiting.
+        if self._server is None:
+            return  # stopping: nothing would ever release it
+        self._held += 1
+        self._gate.notify_all()  # wake wait_held()
+        round_ = self._hold_round
+        while self._hold_round == round_:
+            self._gate.wait()
 
     def _upload(self, body: bytes, bad_batch_marker: str | None) -> _Answer:
         with self._lock:
@@ -636,6 +699,9 @@ class Sandbox:
             except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
                 return 400, _fail_body(400, f"Bad faults: {exc}"), ()
             return 200, orjson.dumps({"status": "success", "faults": self.faults()}), ()
+        if path == "/_sandbox/release" and method == "POST":
+            released = self.release()
+            return 200, orjson.dumps({"status": "success", "released": released}), ()
         if path == "/_sandbox/reset" and method == "POST":
             self.reset()
             return 200, b'{"status":"success"}', ()

@@ -13,12 +13,15 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 
+import ctcli.sandbox
 from ctcli.errors import ConfigError
 from ctcli.sandbox import Sandbox, serve
 
@@ -368,46 +371,78 @@ def test_chunked_upload_body_is_read(sandbox: Sandbox, client: httpx.Client) -> 
 
 # --- concurrency ----------------------------------------------------------------------------
 
+WAIT = 30  # seconds: a guard against a hang, never a timing assertion
 
-def post_together(sandbox: Sandbox, count: int) -> list[int]:
-    """`count` uploads on separate connections, released at once; their HTTP statuses."""
-    barrier = threading.Barrier(count)
-    statuses: list[int] = []
-    lock = threading.Lock()
+
+@dataclass
+class Posted:
+    """Uploads posted from their own threads, each on its own connection."""
+
+    threads: list[threading.Thread]
+    statuses: list[int | str]
+    lock: threading.Lock
+
+    def count(self, status: int | str) -> int:
+        with self.lock:
+            return self.statuses.count(status)
+
+    def join(self) -> list[int | str]:
+        for thread in self.threads:
+            thread.join(timeout=WAIT)
+            assert not thread.is_alive(), "a request never came back"
+        return list(self.statuses)
+
+
+def post_in_threads(sandbox: Sandbox, count: int, body: dict[str, Any] | None = None) -> Posted:
+    """Start `count` uploads, each from its own thread and connection; they answer when they may."""
+    posted = Posted([], [], threading.Lock())
 
     def one() -> None:
-        with httpx.Client(base_url=sandbox.url, headers=HEADERS, timeout=30) as own:
-            barrier.wait()
-            status = upload(own).status_code
-        with lock:
-            statuses.append(status)
+        status: int | str
+        try:
+            with httpx.Client(base_url=sandbox.url, headers=HEADERS, timeout=WAIT * 2) as own:
+                status = own.post(UPLOAD, json=body or {"d": []}).status_code
+        except httpx.TransportError as exc:
+            status = type(exc).__name__
+        with posted.lock:
+            posted.statuses.append(status)
 
-    threads = [threading.Thread(target=one) for _ in range(count)]
-    for thread in threads:
+    posted.threads = [threading.Thread(target=one, daemon=True) for _ in range(count)]
+    for thread in posted.threads:
         thread.start()
-    for thread in threads:
-        thread.join()
-    return statuses
+    return posted
+
+
+def wait_until(condition: Any) -> None:
+    deadline = time.monotonic() + WAIT  # a guard against a hang, not an assertion
+    while not condition():
+        assert time.monotonic() < deadline, "never happened"
+        time.sleep(0.005)
 
 
 def test_requests_beyond_15_in_flight_get_429(sandbox: Sandbox) -> None:
-    sandbox.set_faults(latency=1.5)
-    statuses = Counter(post_together(sandbox, 18))
-    assert statuses == {200: 15, 429: 3}
+    sandbox.set_faults(hold=True)  # the first 15 stay in flight until released
+    posted = post_in_threads(sandbox, 18)
+    assert sandbox.wait_held(15, timeout=WAIT)
+    wait_until(lambda: posted.count(429) == 3)
+    assert sandbox.stats()["held"] == 15  # the 429s came back while all 15 were still in flight
+    assert posted.count(200) == 0
+
+    assert sandbox.release() == 15
+    assert Counter(posted.join()) == {200: 15, 429: 3}
     assert sandbox.stats()["max_in_flight_seen"] == 15
 
 
-def test_429_body_says_too_many_concurrent_requests(sandbox: Sandbox) -> None:
-    # max_in_flight=1 makes a second concurrent request certain to exceed the limit.
+def test_429_body_says_too_many_concurrent_requests() -> None:
+    # max_in_flight=1 and a held request make a second request certain to exceed the limit.
     with Sandbox(project_id=PROJECT_ID, passcode=PASSCODE, max_in_flight=1) as narrow:
-        narrow.set_faults(latency=0.5)
-        with httpx.Client(base_url=narrow.url, headers=HEADERS, timeout=10) as own:
-            slow = threading.Thread(target=upload, args=(own,))
-            slow.start()
-            while narrow.stats()["max_in_flight_seen"] == 0:
-                time.sleep(0.005)
-            response = httpx.post(narrow.url + UPLOAD, json={"d": []}, headers=HEADERS)
-            slow.join()
+        narrow.set_faults(hold=True)
+        slow = post_in_threads(narrow, 1)
+        assert narrow.wait_held(1, timeout=WAIT)
+        response = httpx.post(narrow.url + UPLOAD, json={"d": []}, headers=HEADERS)
+        assert narrow.stats()["held"] == 1  # the slow one was still in flight
+        narrow.release()
+        assert slow.join() == [200]
     assert response.status_code == 429
     assert response.json() == {
         "status": "fail",
@@ -416,10 +451,155 @@ def test_429_body_says_too_many_concurrent_requests(sandbox: Sandbox) -> None:
     }
 
 
-def test_latency_keeps_requests_in_flight(sandbox: Sandbox) -> None:
-    sandbox.set_faults(latency=0.3)
-    assert post_together(sandbox, 3) == [200, 200, 200]
+def test_held_requests_count_as_in_flight(sandbox: Sandbox) -> None:
+    sandbox.set_faults(hold=True)
+    posted = post_in_threads(sandbox, 3)
+    assert sandbox.wait_held(3, timeout=WAIT)
     assert sandbox.stats()["max_in_flight_seen"] == 3
+    sandbox.release()
+    assert posted.join() == [200, 200, 200]
+
+
+def test_latency_is_waited_out_in_flight_before_the_request_is_processed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    waits: list[tuple[float, dict[str, Any]]] = []
+    with Sandbox(project_id=PROJECT_ID, passcode=PASSCODE, latency=0.25) as slow:
+
+        def sleep(seconds: float) -> None:  # what the sandbox would wait, and its state then
+            waits.append((seconds, slow.stats()))
+
+        monkeypatch.setattr(ctcli.sandbox, "time", SimpleNamespace(sleep=sleep, time=time.time))
+        slow.set_faults(latency=0.5)  # added to the sandbox's own latency
+        with httpx.Client(base_url=slow.url, headers=HEADERS, timeout=WAIT) as own:
+            assert upload(own, profile("u1", Name="A")).status_code == 200
+    [(seconds, stats)] = waits
+    assert seconds == 0.75
+    assert stats["max_in_flight_seen"] == 1  # in flight while it waited
+    assert stats["upload_requests"] == 0  # and not yet processed
+
+
+# --- the hold gate ------------------------------------------------------------------------------
+
+
+def test_a_held_upload_is_not_processed_until_released(sandbox: Sandbox) -> None:
+    sandbox.set_faults(hold=True)
+    posted = post_in_threads(sandbox, 1, {"d": [profile("u1", Name="A")]})
+    assert sandbox.wait_held(1, timeout=WAIT)
+    assert sandbox.profiles() == {}
+    assert sandbox.stats()["upload_requests"] == 0
+    assert posted.statuses == []
+
+    assert sandbox.release() == 1
+    assert posted.join() == [200]
+    assert set(sandbox.profiles()) == {"u1"}
+    assert sandbox.stats()["held"] == 0
+
+
+def test_holding_stays_on_after_a_release(sandbox: Sandbox) -> None:
+    sandbox.set_faults(hold=True)
+    first = post_in_threads(sandbox, 1)
+    assert sandbox.wait_held(1, timeout=WAIT)
+    sandbox.release()
+    assert first.join() == [200]
+
+    second = post_in_threads(sandbox, 1)
+    assert sandbox.wait_held(1, timeout=WAIT)  # held again: the release did not switch it off
+    assert second.statuses == []
+    sandbox.release()
+    assert second.join() == [200]
+
+
+def test_wait_held_counts_only_requests_held_since_the_last_release(sandbox: Sandbox) -> None:
+    sandbox.set_faults(hold=True)
+    first = post_in_threads(sandbox, 2)
+    assert sandbox.wait_held(2, timeout=WAIT)
+    assert sandbox.release() == 2
+    assert sandbox.stats()["held"] == 0
+    assert not sandbox.wait_held(1, timeout=0.05)  # nothing is held until another request comes
+    assert first.join() == [200, 200]
+
+
+@pytest.mark.parametrize(
+    "let_go",
+    [Sandbox.clear_faults, Sandbox.reset, lambda s: s.set_faults(latency=0)],
+    ids=["clear_faults", "reset", "set_faults-without-hold"],
+)
+def test_switching_hold_off_lets_held_requests_go(sandbox: Sandbox, let_go: Any) -> None:
+    sandbox.set_faults(hold=True)
+    posted = post_in_threads(sandbox, 2)
+    assert sandbox.wait_held(2, timeout=WAIT)
+    let_go(sandbox)
+    assert posted.join() == [200, 200]
+    assert sandbox.stats()["held"] == 0
+    assert upload_status(sandbox) == 200  # and later requests are not held
+
+
+def test_setting_hold_again_keeps_held_requests_held(sandbox: Sandbox) -> None:
+    sandbox.set_faults(hold=True)
+    posted = post_in_threads(sandbox, 1)
+    assert sandbox.wait_held(1, timeout=WAIT)
+    sandbox.set_faults(hold=True, fail_every=5)
+    assert sandbox.stats()["held"] == 1
+    assert posted.statuses == []
+    sandbox.release()
+    assert posted.join() == [200]
+
+
+def test_a_released_request_goes_on_under_the_faults_it_was_admitted_with(
+    sandbox: Sandbox,
+) -> None:
+    sandbox.set_faults(hold=True, fail_every=1, fail_status=503)
+    posted = post_in_threads(sandbox, 1)
+    assert sandbox.wait_held(1, timeout=WAIT)
+    sandbox.clear_faults()
+    assert posted.join() == [503]
+
+
+def test_refused_credentials_and_429s_are_never_held(sandbox: Sandbox) -> None:
+    sandbox.set_faults(hold=True)
+    assert httpx.post(sandbox.url + UPLOAD, json={"d": []}, timeout=WAIT).status_code == 401
+    with Sandbox(project_id=PROJECT_ID, passcode=PASSCODE, max_in_flight=1) as narrow:
+        narrow.set_faults(hold=True)
+        held = post_in_threads(narrow, 1)
+        assert narrow.wait_held(1, timeout=WAIT)
+        assert upload_status(narrow) == 429
+        assert narrow.stats()["held"] == 1
+        narrow.release()
+        assert held.join() == [200]
+    assert sandbox.stats()["held"] == 0
+
+
+def test_admin_endpoints_hold_and_release(sandbox: Sandbox) -> None:
+    answer = httpx.post(sandbox.url + "/_sandbox/faults", json={"hold": True}, timeout=WAIT)
+    assert answer.json()["faults"]["hold"] is True
+    posted = post_in_threads(sandbox, 2)
+    wait_until(lambda: admin_state(sandbox)["stats"]["held"] == 2)
+
+    released = httpx.post(sandbox.url + "/_sandbox/release", timeout=WAIT)
+
+    assert released.json() == {"status": "success", "released": 2}
+    assert posted.join() == [200, 200]
+    assert admin_state(sandbox)["stats"]["held"] == 0
+
+
+def test_stop_lets_held_requests_go(sandbox: Sandbox) -> None:
+    sandbox.set_faults(hold=True)
+    posted = post_in_threads(sandbox, 1)
+    assert sandbox.wait_held(1, timeout=WAIT)
+    sandbox.stop()
+    posted.join()  # it came back, answered or cut off: no thread is left waiting forever
+    assert sandbox.stats()["held"] == 0
+
+
+def upload_status(sandbox: Sandbox) -> int:
+    return httpx.post(
+        sandbox.url + UPLOAD, json={"d": []}, headers=HEADERS, timeout=WAIT
+    ).status_code
+
+
+def admin_state(sandbox: Sandbox) -> dict[str, Any]:
+    return httpx.get(sandbox.url + "/_sandbox/state?profiles=0", timeout=WAIT).json()
 
 
 # --- faults -----------------------------------------------------------------------------------
@@ -523,7 +703,13 @@ def test_bad_batch_marker_refuses_the_whole_upload(sandbox: Sandbox, client: htt
 
 @pytest.mark.parametrize(
     "settings",
-    [{"fail_every": -1}, {"fail_status": 42}, {"latency": -1.0}, {"bad_batch_marker": ""}],
+    [
+        {"fail_every": -1},
+        {"fail_status": 42},
+        {"latency": -1.0},
+        {"bad_batch_marker": ""},
+        {"hold": "yes"},
+    ],
     ids=repr,
 )
 def test_set_faults_rejects_nonsense(sandbox: Sandbox, settings: dict[str, Any]) -> None:
