@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -14,6 +15,7 @@ from ctcli.sandbox import Sandbox
 
 PROJECT = "SBX-000-TEST"
 PASSCODE = "sandbox-passcode-42"
+WAIT = 30  # seconds: a guard against a hang, never a timing assertion
 
 
 @pytest.fixture
@@ -154,24 +156,37 @@ def test_fifteen_threads_keep_within_the_concurrency_limit(sandbox: Sandbox) -> 
 
 def test_429s_from_a_busy_account_lower_the_limit_and_records_still_land() -> None:
     with Sandbox(project_id=PROJECT, passcode=PASSCODE, max_in_flight=2) as busy:
-        busy.set_faults(latency=0.01)
+        busy.set_faults(hold=True)  # the account's 2 slots stay taken until released
         results: list[Outcome] = []
         lock = threading.Lock()
-        with make_client(busy, concurrency=8, max_retries=20) as client:
+        # A long timeout: a held request must never time out and be sent again.
+        with make_client(busy, concurrency=8, max_retries=20, timeout=60) as client:
 
             def work(worker: int) -> None:
                 outcomes = client.upload(records(f"b{worker}", 5))
                 with lock:
                     results.extend(outcomes)
 
-            threads = [threading.Thread(target=work, args=(w,)) for w in range(15)]
+            threads = [threading.Thread(target=work, args=(w,), daemon=True) for w in range(15)]
             for thread in threads:
                 thread.start()
+            try:
+                assert busy.wait_held(2, timeout=WAIT)
+                deadline = time.monotonic() + WAIT  # a guard against a hang, not an assertion
+                while client.limit == 8:
+                    assert time.monotonic() < deadline, "the client never lowered its limit"
+                    time.sleep(0.005)
+                # Lowered by 429s that came back while both slots were still taken.
+                assert busy.stats()["held"] == 2
+                assert busy.stats()["status_counts"].get(429, 0) >= 1
+                assert results == []
+            finally:
+                busy.clear_faults()
             for thread in threads:
-                thread.join()
+                thread.join(timeout=WAIT)
             assert client.limit < 8
         assert len(results) == 75 and all(o.ok for o in results)
-        assert busy.stats()["status_counts"].get(429, 0) >= 1
+        assert busy.profile_count() == 75
 
 
 def test_wrong_passcode_raises_and_the_client_sends_nothing_more(sandbox: Sandbox) -> None:
