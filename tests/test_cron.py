@@ -16,7 +16,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,15 @@ class SandboxAdmin:
         return set(self.state(profiles=True)["profiles"])
 
     def faults(self, **settings: Any) -> None:
+        """Replace the faults; without hold=True, requests held so far go on."""
         self._call("POST", "/_sandbox/faults", settings)
+
+    def held(self) -> int:
+        return self.stats()["held"]
+
+    def release(self) -> int:
+        """Let the requests held right now go on (holding stays on); how many there were."""
+        return self._call("POST", "/_sandbox/release", {})["released"]
 
     def reset(self) -> None:
         self._call("POST", "/_sandbox/reset", {})
@@ -125,6 +133,7 @@ class Cli:
 
     cwd: Path
     env: dict[str, str]
+    started: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def argv(self, args: Sequence[str]) -> list[str]:
         return [sys.executable, "-m", "ctcli", *args]
@@ -154,7 +163,15 @@ class Cli:
                 stdout=stdout,
                 stderr=stderr,
             )
+        self.started.append(process)
         return Started(process, out, err)
+
+    def kill_started(self) -> None:
+        """Kill every background run still going (a test that failed may leave one behind)."""
+        for process in self.started:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
 
 
 @dataclass
@@ -177,6 +194,9 @@ class Started:
         returncode = self.process.wait(timeout=RUN_TIMEOUT)
         return Run(returncode, self.out.read_text(), self.err.read_text())
 
+    def stderr_so_far(self) -> str:
+        return self.err.read_text(errors="replace")
+
 
 def write_config(path: Path, text: str = "") -> None:
     path.write_text(text)
@@ -184,7 +204,7 @@ def write_config(path: Path, text: str = "") -> None:
 
 
 @pytest.fixture
-def cli(tmp_path: Path, sandbox: SandboxAdmin) -> Cli:
+def cli(tmp_path: Path, sandbox: SandboxAdmin) -> Iterator[Cli]:
     config = tmp_path / "config.toml"
     write_config(config)
     env = {
@@ -198,7 +218,11 @@ def cli(tmp_path: Path, sandbox: SandboxAdmin) -> Cli:
         CLEVERTAP_PROJECT_ID=PROJECT_ID,
         CLEVERTAP_PASSCODE=PASSCODE,
     )
-    return Cli(tmp_path, env)
+    running = Cli(tmp_path, env)
+    try:
+        yield running
+    finally:
+        running.kill_started()
 
 
 def identify(user: str) -> dict[str, Any]:
@@ -266,37 +290,54 @@ def test_a_run_with_nothing_appended_sends_nothing(cli, sandbox, tmp_path):
 
 
 # --- (b) SIGTERM mid-run ----------------------------------------------------------------------
+#
+# The sandbox holds requests (the `hold` fault) instead of answering slowly: a run cannot finish
+# before the test signals it, however fast or slow the machine. Held requests are in flight:
+# ctcli has sent them and waits for their answers. `--timeout 60` keeps a held request from
+# timing out and being sent a second time on a loaded machine.
 
-BIG = 50_000
-
-
-def wait_for_uploads(sandbox: SandboxAdmin, run: Started, count: int) -> None:
-    """Until the sandbox has processed `count` upload requests (the run is under way)."""
-    deadline = time.monotonic() + RUN_TIMEOUT  # a guard against a hang, not an assertion
-    while sandbox.stats()["upload_requests"] < count:
-        assert run.poll() is None, "the run ended before it was under way"
-        assert time.monotonic() < deadline, "the run never got under way"
-        time.sleep(0.02)
+BIG = 10_000
+HOLD = ("--timeout", "60")
 
 
-def wait_for(condition: Any, run: Started) -> None:
+def wait_for(condition: Any, run: Started, what: str = "never happened") -> None:
     deadline = time.monotonic() + RUN_TIMEOUT  # a guard against a hang, not an assertion
     while not condition():
-        assert run.poll() is None, "the run ended first"
-        assert time.monotonic() < deadline, "never happened"
+        assert run.poll() is None, f"the run ended first:\n{run.stderr_so_far()}"
+        assert time.monotonic() < deadline, what
         time.sleep(0.01)
+
+
+def wait_until_held(sandbox: SandboxAdmin, run: Started) -> None:
+    """Until the sandbox holds at least one request of `run` (it is under way and waiting)."""
+    wait_for(lambda: sandbox.held() > 0, run, "the run never sent a request")
+
+
+def step(sandbox: SandboxAdmin, run: Started) -> None:
+    """Let the held requests go and wait until the run's next requests are held."""
+    assert sandbox.release() > 0
+    wait_until_held(sandbox, run)
+
+
+def stop_with_sigterm(sandbox: SandboxAdmin, run: Started) -> Run:
+    """SIGTERM a run whose requests are held, then let them go; how it ended."""
+    run.send_signal(signal.SIGTERM)
+    # The handler writes this line once the stop is set: only then may the run move on.
+    wait_for(lambda: "stopping" in run.stderr_so_far(), run, "SIGTERM was never handled")
+    sandbox.faults()  # holding off: what is in flight, and what the stop still sends, goes
+    return run.finish()
 
 
 def test_sigterm_mid_run_exits_130_and_the_next_run_sends_the_rest(cli, sandbox, tmp_path):
     expected = users("user", 0, BIG)
     write_events(tmp_path / "big.ndjson", expected)
-    sandbox.faults(latency=0.05)  # a few seconds for the whole file: time to interrupt it
-    args = ("upload", "big.ndjson", "--batch-size", "500", *COMMON)
+    sandbox.faults(hold=True)
+    args = ("upload", "big.ndjson", "--batch-size", "100", *HOLD, *COMMON)
 
     process = cli.start(*args)
-    wait_for_uploads(sandbox, process, 1)
-    process.send_signal(signal.SIGTERM)
-    interrupted = process.finish()
+    wait_until_held(sandbox, process)
+    step(sandbox, process)  # some batches are answered: the run is well under way
+    interrupted = stop_with_sigterm(sandbox, process)
 
     assert interrupted.returncode == 130, interrupted.stderr
     assert "stopping" in interrupted.stderr
@@ -305,7 +346,6 @@ def test_sigterm_mid_run_exits_130_and_the_next_run_sends_the_rest(cli, sandbox,
     assert 0 < len(interrupted.results) < BIG
     assert interrupted.lines == list(range(1, len(interrupted.results) + 1))
 
-    sandbox.faults()  # no latency for the rest
     resumed = cli.run(*args)
 
     assert resumed.returncode == 0, resumed.stderr
@@ -320,34 +360,65 @@ def test_sigterm_mid_run_exits_130_and_the_next_run_sends_the_rest(cli, sandbox,
 
 def test_sigterm_after_the_first_results_interrupts_the_run(cli, sandbox, tmp_path):
     write_events(tmp_path / "events.ndjson", users("user", 0, 10_000))
-    sandbox.faults(latency=0.05)
+    sandbox.faults(hold=True)
 
-    process = cli.start("upload", "events.ndjson", "--batch-size", "100", *COMMON)
-    wait_for(lambda: process.out.stat().st_size > 0, process)  # results stream out
-    process.send_signal(signal.SIGTERM)
-    interrupted = process.finish()
+    process = cli.start("upload", "events.ndjson", "--batch-size", "100", *HOLD, *COMMON)
+    wait_until_held(sandbox, process)
+    step(sandbox, process)
+    # Results of the answered batches reach stdout while the next requests are held.
+    wait_for(lambda: process.out.stat().st_size > 0, process, "no result was written")
+    written = len(process.out.read_text().splitlines())
+    interrupted = stop_with_sigterm(sandbox, process)
 
     assert interrupted.returncode == 130
-    assert 0 < len(interrupted.results) < 10_000
+    assert 0 < written <= len(interrupted.results) < 10_000
+    assert interrupted.lines == list(range(1, len(interrupted.results) + 1))
 
 
-def test_a_killed_run_keeps_the_checkpoints_it_saved(cli, sandbox, tmp_path):
-    write_events(tmp_path / "events.ndjson", users("user", 0, 20_000))
-    sandbox.faults(latency=0.1)
-    args = ("upload", "events.ndjson", "--batch-size", "200", *COMMON)
-    process = cli.start(*args)
-    # checkpoints are saved about every second while events settle
-    wait_for((tmp_path / "state.json").exists, process)
+def test_a_killed_run_keeps_the_checkpoints_it_saved_and_loses_nothing(cli, sandbox, tmp_path):
+    total = 2_000
+    write_events(tmp_path / "events.ndjson", users("user", 0, total))
+    # One record per request, one request at a time: what was in flight when the run was
+    # killed is exactly one record. With bigger batches a killed run also re-sends what
+    # settled after its last checkpoint (saved about once a second, mid-batch).
+    concurrency, batch_size = 1, 1
+    sandbox.faults(hold=True)
+    killed_args = ("--batch-size", str(batch_size), "--concurrency", str(concurrency))
+    process = cli.start("upload", "events.ndjson", *killed_args, *HOLD, *COMMON)
+    state = tmp_path / "state.json"
+
+    # Let requests through one at a time, pausing while one is held, until the run has saved a
+    # checkpoint (about once a second while events settle) covering every record the sandbox
+    # has processed: then only the held request is in flight.
+    def checkpointed() -> int:
+        if not state.exists():
+            return 0
+        (entry,) = json.loads(state.read_text())["files"].values()
+        return entry["line"]
+
+    wait_until_held(sandbox, process)
+    deadline = time.monotonic() + RUN_TIMEOUT  # a guard against a hang, not an assertion
+    while not 0 < checkpointed() == sandbox.stats()["records_processed"]:
+        assert time.monotonic() < deadline, "the run never saved a checkpoint"
+        time.sleep(0.1)  # pacing only: the loop ends on the checkpoint, not on the clock
+        step(sandbox, process)
+    assert sandbox.held() == concurrency
     process.send_signal(signal.SIGKILL)
     killed = process.finish()
     assert killed.returncode == -signal.SIGKILL
-    assert sandbox.stats()["records_processed"] < 20_000  # killed while sending, not after
+    sent_before = sandbox.stats()["records_processed"]
+    assert 0 < sent_before < total  # killed while sending, not after
 
-    sandbox.faults()
-    resumed = cli.run(*args)
-    assert resumed.returncode == 0
+    sandbox.faults()  # the held request of the dead run goes on, as it would at CleverTap
+    resumed = cli.run("upload", "events.ndjson", *COMMON)
+
+    assert resumed.returncode == 0, resumed.stderr
     assert resumed.lines[0] > 1  # picked up at the saved checkpoint
-    assert resumed.lines == list(range(resumed.lines[0], 20_001))
+    assert resumed.lines == list(range(resumed.lines[0], total + 1))
+    assert sandbox.identities() == set(users("user", 0, total))  # nothing was lost
+    # and only what was in flight when the run was killed was sent twice
+    resent = sandbox.stats()["records_processed"] - total
+    assert 0 <= resent <= concurrency * batch_size
 
 
 # --- (c) one state file, two runs -------------------------------------------------------------
@@ -356,20 +427,17 @@ def test_a_killed_run_keeps_the_checkpoints_it_saved(cli, sandbox, tmp_path):
 def test_a_second_run_on_a_state_file_in_use_exits_2_naming_the_first(cli, sandbox, tmp_path):
     write_events(tmp_path / "slow.ndjson", users("slow", 0, 2000))
     write_events(tmp_path / "other.ndjson", users("second", 0, 10))
-    sandbox.faults(latency=0.2)
-    first = cli.start("upload", "slow.ndjson", "--batch-size", "50", "--concurrency", "1", *COMMON)
-    try:
-        wait_for_uploads(sandbox, first, 1)
+    sandbox.faults(hold=True)  # the first run stays under way, holding the state file
+    first = cli.start("upload", "slow.ndjson", "--batch-size", "50", *HOLD, *COMMON)
+    wait_until_held(sandbox, first)
 
-        second = cli.run("upload", "other.ndjson", *COMMON)
+    second = cli.run("upload", "other.ndjson", *COMMON)
 
-        assert second.returncode == 2
-        assert second.stdout == ""
-        assert f"pid {first.pid}" in second.stderr
-        assert "state.json" in second.stderr
-    finally:
-        first.send_signal(signal.SIGTERM)
-        assert first.finish().returncode == 130
+    assert second.returncode == 2
+    assert second.stdout == ""
+    assert f"pid {first.pid}" in second.stderr
+    assert "state.json" in second.stderr
+    assert stop_with_sigterm(sandbox, first).returncode == 130
     assert not any(identity.startswith("second-") for identity in sandbox.identities())
 
 
