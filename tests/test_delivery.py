@@ -1,11 +1,11 @@
 """Nothing is lost: faults injected into the sandbox, real sockets, every event accounted for.
 
-Each test drives the real command line (Typer's CliRunner) or `ctcli.run.execute` against a
-`Sandbox` on loopback, switches faults on with `Sandbox.set_faults`, and then checks the three
-ledgers against each other: the results (one per event, by source and line), the sandbox's
-profiles and counters, and the --failed file (every event that is not `ok`, exactly once).
-Re-driving the failed file after the faults are cleared must leave behind only the records that
-are refused on their own merits.
+Each test drives the real command line (Typer's CliRunner, or a `python -m ctcli` process where a
+real SIGTERM is needed) or `ctcli.run.execute` against a `Sandbox` on loopback, switches faults on
+with `Sandbox.set_faults`, and then checks the three ledgers against each other: the results (one
+per event, by source and line), the sandbox's profiles and counters, and the --failed file (every
+event that is not `ok`, exactly once). Re-driving the failed file after the faults are cleared must
+leave behind only the records that are refused on their own merits.
 
 Retry backoff is shortened (the CLI does not expose it) so retry storms take milliseconds.
 """
@@ -13,16 +13,24 @@ Retry backoff is shortened (the CLI does not expose it) so retry storms take mil
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 import ctcli.clevertap
+import ctcli.pipeline
+import ctcli.run
 from ctcli.cli import app
 from ctcli.errors import ExitStatus
 from ctcli.models import InputItem, Result
@@ -301,17 +309,25 @@ def test_requests_in_flight_never_exceed_concurrency(live, tmp_path, concurrency
     assert live.profile_count() == 1500
 
 
+@dataclass(frozen=True)
+class _NoLinger(ctcli.pipeline.PipelineOptions):
+    linger_seconds: float = 3600.0
+
+
 @pytest.mark.parametrize("batch_size", [None, 7, 1000])
-def test_upload_requests_carry_at_most_batch_size_records(live, tmp_path, batch_size):
+def test_upload_requests_are_full_batches_but_the_last(live, tmp_path, monkeypatch, batch_size):
+    # An open batch is sent after 0.5 s even if not full: a loaded machine may read that slowly.
+    monkeypatch.setattr(ctcli.run, "PipelineOptions", _NoLinger)
     spec = write_input(tmp_path / "events.ndjson", 2500)
     option = ["--batch-size", str(batch_size)] if batch_size else []
+    size = batch_size or 1000
 
     result = invoke("upload", "-o", "ndjson", *option, spec.path)
 
     assert result.exit_code == ExitStatus.OK, result.stderr
-    sizes = live.stats()["batch_sizes"]
-    assert max(sizes) <= (batch_size or 1000)
-    assert sum(sizes) == 2500
+    sizes = live.stats()["batch_sizes"]  # in the order they arrived, not the order sent
+    full, rest = divmod(2500, size)
+    assert sorted(sizes, reverse=True) == [size] * full + ([rest] if rest else [])
 
 
 def test_delete_requests_carry_at_most_100_identities(live, tmp_path):
@@ -555,24 +571,31 @@ def test_deletes_under_faults_reach_every_identity_exactly_once(live, tmp_path):
 
 
 # -- 5. an interrupted run reports what it read, once ----------------------------------------
+#
+# The sandbox holds requests (the `hold` fault) until the run has been told to stop, so it is
+# stopped mid-run however fast or slow the machine is. A held request must not time out and be
+# sent again meanwhile: these runs wait up to 60 s for an answer.
+
+WAIT = 60  # seconds: a guard against a hang, never a timing assertion
 
 
 def test_interrupted_run_reports_every_event_it_read_exactly_once(live, tmp_path):
     spec = write_input(tmp_path / "events.ndjson", EVENTS)
     failed_path = tmp_path / "failed.ndjson"
-    live.set_faults(latency=0.02)
+    live.set_faults(hold=True)
     results: list[Result] = []
     stop = threading.Event()
+    held: list[bool] = []
 
-    def interrupt_once_requests_flow() -> None:
-        while live.stats()["requests"] < 3 and not stop.wait(0.005):
-            pass
+    def interrupt_while_requests_are_held() -> None:
+        held.append(live.wait_held(2, timeout=WAIT))  # both workers wait for an answer
         stop.set()
+        live.clear_faults()  # only now may the answers come
 
     def sink(item: InputItem, item_results) -> None:
         results.extend(item_results)
 
-    interrupter = threading.Thread(target=interrupt_once_requests_flow, daemon=True)
+    interrupter = threading.Thread(target=interrupt_while_requests_are_held, daemon=True)
     interrupter.start()
     settings = RunSettings(
         mode="upload",
@@ -580,6 +603,7 @@ def test_interrupted_run_reports_every_event_it_read_exactly_once(live, tmp_path
         failed_path=str(failed_path),
         batch_size=50,
         concurrency=2,
+        timeout=WAIT,
         env={
             "CTCLI_CONFIG": str(tmp_path / "config.toml"),
             "CLEVERTAP_ENDPOINT": live.url,
@@ -588,8 +612,9 @@ def test_interrupted_run_reports_every_event_it_read_exactly_once(live, tmp_path
         },
     )
     summary = execute(settings, sink=sink, stop=stop, warn=lambda message: None)
-    interrupter.join(timeout=5)
+    interrupter.join(timeout=WAIT)
 
+    assert held == [True]
     assert summary.interrupted
     assert summary.exit_status == ExitStatus.INTERRUPTED == 130
     assert 0 < summary.events < EVENTS
@@ -600,3 +625,64 @@ def test_interrupted_run_reports_every_event_it_read_exactly_once(live, tmp_path
     assert summary.ok == summary.events
     assert set(live.profiles()) == {result.identity for result in results}
     assert read_failed(failed_path) == []
+
+
+def test_sigterm_flushes_every_refused_event_to_the_failed_file_and_checkpoints_them(
+    live, tmp_path
+):
+    total = 3000
+    marked = set(range(50, total + 1, 100))  # one refused record in every batch of 100
+    spec = write_marked_input(tmp_path / "events.ndjson", total, marked)
+    failed_path, state_path = tmp_path / "failed.ndjson", tmp_path / "state.json"
+    out, err = tmp_path / "run.out", tmp_path / "run.err"
+    common = ("-o", "ndjson", "--failed", str(failed_path), "--state", str(state_path))
+    live.set_faults(bad_batch_marker="BAD-", hold=True)
+
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ctcli", "upload", spec.path, *common,
+             "--batch-size", "100", "--concurrency", "2", "--timeout", str(WAIT)],
+            cwd=tmp_path, env=dict(os.environ), stdin=subprocess.DEVNULL,
+            stdout=stdout, stderr=stderr,
+        )  # fmt: skip
+    try:
+        for _ in range(3):  # some batches, and the halves they are split into, are answered
+            assert live.wait_held(1, timeout=WAIT), err.read_text()
+            live.release()
+        assert live.wait_held(1, timeout=WAIT), err.read_text()
+        process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + WAIT  # a guard against a hang, not an assertion
+        while "stopping" not in err.read_text():  # the stop is set: now let the answers come
+            assert process.poll() is None and time.monotonic() < deadline, err.read_text()
+            time.sleep(0.01)
+        live.set_faults(bad_batch_marker="BAD-")  # holding off, refusals on
+        returncode = process.wait(timeout=WAIT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    stderr_text = err.read_text()
+
+    assert returncode == ExitStatus.INTERRUPTED == 130, stderr_text
+    rows = by_line([json.loads(line) for line in out.read_text().splitlines()], spec.path)
+    read = summary_of(SimpleNamespace(stderr=stderr_text))["events"]
+    assert 0 < read < total
+    assert set(rows) == set(range(1, read + 1))
+    refused = {line for line in marked if line <= read}
+    assert refused, "no refused record was read"
+    assert {
+        line: (row["status"], row["code"]) for line, row in rows.items() if row["status"] != "ok"
+    } == {line: ("failed", 400) for line in refused}
+    # Every failed event is in the failed file, those answered after the SIGTERM too.
+    assert_failed_file_holds_every_non_ok_once(read_failed(failed_path), rows, spec)
+
+    # The checkpoint passed every event the run read, as each is settled (ok, or failed and
+    # written to the failed file), and nothing more: the next run sends exactly the rest.
+    live.clear_faults()
+    resumed = invoke("upload", spec.path, *common)
+    assert resumed.exit_code == ExitStatus.OK, resumed.stderr
+    assert f"resuming after line {read}" in resumed.stderr
+    assert sorted(by_line(rows_of(resumed), spec.path)) == list(range(read + 1, total + 1))
+    failed_identities = {entry["event"]["userId"] for entry in read_failed(failed_path)}
+    assert failed_identities == {f"BAD-{line}" for line in refused}
+    assert set(live.profiles()) == set(spec.good.values()) - failed_identities
