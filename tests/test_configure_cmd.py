@@ -17,6 +17,7 @@ from typer.testing import CliRunner, Result
 
 from ctcli import cli_configure
 from ctcli.cli import app
+from ctcli.sandbox import Sandbox
 
 SENTINEL = "SENTINEL-PASSCODE-7731"
 SANDBOX_ID = "SBX-123-TEST"
@@ -72,11 +73,7 @@ def write_profile(config: Path, name: str = "p", **extra: str) -> None:
 
 
 @pytest.fixture
-def sandbox() -> Iterator[Any]:
-    try:
-        from ctcli.sandbox import Sandbox
-    except ImportError:
-        pytest.skip("ctcli.sandbox is not written yet (another helper owns it)")
+def sandbox() -> Iterator[Sandbox]:
     with Sandbox(project_id=SANDBOX_ID, passcode=SANDBOX_PASSCODE) as server:
         yield server
 
@@ -472,10 +469,6 @@ def test_sentinel_passcode_appears_in_no_output(
 
 
 def test_sentinel_passcode_accepted_by_check_appears_in_no_output(config: Path) -> None:
-    try:
-        from ctcli.sandbox import Sandbox
-    except ImportError:
-        pytest.skip("ctcli.sandbox is not written yet (another helper owns it)")
     with Sandbox(project_id=SANDBOX_ID, passcode=SENTINEL) as server:
         result = invoke(
             config,
