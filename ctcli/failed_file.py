@@ -24,6 +24,7 @@ class FailedFile:
         except OSError as exc:
             raise InputError(f"cannot open failed file '{path}': {exc.strerror}") from None
         self.written = 0
+        self._synced = 0  # lines known to be on disk
 
     def write(self, item: InputItem, result: Result) -> None:
         original = item.event if item.event is not None else item.raw
@@ -46,17 +47,23 @@ class FailedFile:
             raise self._cannot_write(exc) from None
         self.written += 1
 
-    def flush(self) -> None:
+    @property
+    def unsynced(self) -> bool:
+        """Lines written since the last fsync: a durable checkpoint must wait for them."""
+        return self._synced < self.written
+
+    def flush(self, *, sync: bool = True) -> None:
+        """Hand the lines to the OS (a killed process loses nothing); with sync, to the disk."""
         try:
             self._file.flush()
-            os.fsync(self._file.fileno())
+            if sync and self.unsynced:
+                os.fsync(self._file.fileno())
         except OSError as exc:
-            if (
-                exc.errno in (errno.EINVAL, errno.ENOTSUP, errno.EROFS)
-                and self._file.closed is False
-            ):
-                return  # a pipe or a device (--failed /dev/stderr): written, just not syncable
-            raise self._cannot_write(exc) from None
+            if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EROFS):
+                raise self._cannot_write(exc) from None
+            # a pipe or a device (--failed /dev/stderr): written, just not syncable
+        if sync:
+            self._synced = self.written
 
     def _cannot_write(self, exc: OSError) -> InputError:
         # Exit 2, and the checkpoint stays where it was: these events are not safe anywhere.

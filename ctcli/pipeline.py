@@ -149,6 +149,7 @@ class Pipeline:
         options: PipelineOptions,
         stop: threading.Event | None = None,
         on_idle: Callable[[], None] | None = None,
+        on_delivered: Callable[[], None] | None = None,
     ) -> None:
         if sender is None and not options.dry_run:
             raise ValueError("a sender is needed unless this is a dry run")
@@ -158,6 +159,7 @@ class Pipeline:
         self._options = options
         self._stop = stop or threading.Event()
         self._on_idle = on_idle
+        self._on_delivered = on_delivered  # after the results of answered batches went out
         self._slots: deque[_Slot] = deque()
         self._open: dict[Action, _Batch] = {}
         self._done: queue.SimpleQueue[tuple[_Batch, list[Any] | None, BaseException | None]] = (
@@ -340,6 +342,7 @@ class Pipeline:
             self._done.put((batch, outcomes, None))
 
     def _collect(self, *, block: bool) -> None:
+        delivered = False
         while self._in_flight:
             try:
                 batch, outcomes, error = self._done.get(block=block, timeout=0.2 if block else None)
@@ -352,7 +355,10 @@ class Pipeline:
             self._in_flight -= 1
             self._complete(batch, outcomes, error)
             block = False
+            delivered = True
         self._emit_ready()
+        if delivered and self._on_delivered is not None:
+            self._on_delivered()
 
     def _complete(
         self, batch: _Batch, outcomes: list[Any] | None, error: BaseException | None

@@ -192,13 +192,24 @@ def execute(
             if on_idle is not None:
                 on_idle()  # results reach stdout before any checkpoint counts them as settled
 
-        def save_checkpoint() -> None:
+        def save_checkpoint(durable: bool = True) -> None:
+            """Flush what the checkpoint counts on, then save it.
+
+            After each answered batch the save is cheap (no fsync): a killed run then re-sends
+            at most what was in flight. Each second, at the end, and whenever failed lines
+            were written since, it is durable, the failed file synced first.
+            """
             nonlocal last_save
             if state is None or settings.dry_run:
                 return
-            flush_outputs()
-            state.save()
-            last_save = time.monotonic()
+            if on_idle is not None:
+                on_idle()
+            if failed is not None:
+                durable = durable or failed.unsynced
+                failed.flush(sync=durable)
+            state.save(sync=durable)
+            if durable:
+                last_save = time.monotonic()
 
         # However the run ends: the failed file is flushed, then the checkpoint that counts on
         # it is saved; one callback, so a flush that fails leaves the old checkpoint in place.
@@ -209,13 +220,13 @@ def execute(
                 for result in results:
                     if result.status is Status.FAILED or result.status is Status.INVALID:
                         failed.write(item, result)
+            sink(item, results)  # reported before any checkpoint counts it as settled
             if state is not None and id(item) not in from_args:
                 held = state.settle(item, results, failed_written=failed is not None)
                 if held:
                     warn(held)
                 if time.monotonic() - last_save > 1.0:
                     save_checkpoint()
-            sink(item, results)
 
         items: Iterable[InputItem | None] = itertools.chain(
             settings.arg_items, read_inputs(settings.inputs, stdin, state, note)
@@ -236,6 +247,9 @@ def execute(
             ),
             stop=stop,
             on_idle=flush_outputs,
+            # A checkpoint after every answered batch: a killed run re-sends at most what was
+            # in flight, not a second's worth of settled work.
+            on_delivered=(lambda: save_checkpoint(durable=False)) if state is not None else None,
         )
         return pipeline.run(items)
 

@@ -121,8 +121,12 @@ class StateFile:
             raise ConfigError(f"state file '{self.path}' is not a ctcli state file")
         self._entries = {str(key): value for key, value in files.items() if isinstance(value, dict)}
 
-    def save(self) -> None:
-        """Write atomically; a run that settled nothing leaves the old checkpoint alone."""
+    def save(self, *, sync: bool = True) -> None:
+        """Write atomically; a run that settled nothing leaves the old checkpoint alone.
+
+        Without sync the new checkpoint survives the process being killed, not the machine
+        losing power (then an older one is found, and a little is sent again).
+        """
         if not self._dirty:
             return
         document = {"version": STATE_VERSION, "files": self._entries}
@@ -132,7 +136,8 @@ class StateFile:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(orjson.dumps(document, option=orjson.OPT_INDENT_2))
                 handle.flush()
-                os.fsync(handle.fileno())
+                if sync:
+                    os.fsync(handle.fileno())
             os.replace(temp, self.path)
         except BaseException:
             with contextlib.suppress(OSError):

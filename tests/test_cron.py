@@ -379,8 +379,7 @@ def test_a_killed_run_keeps_the_checkpoints_it_saved_and_loses_nothing(cli, sand
     total = 2_000
     write_events(tmp_path / "events.ndjson", users("user", 0, total))
     # One record per request, one request at a time: what was in flight when the run was
-    # killed is exactly one record. With bigger batches a killed run also re-sends what
-    # settled after its last checkpoint (saved about once a second, mid-batch).
+    # killed is exactly one record (the next test does the same with full batches).
     concurrency, batch_size = 1, 1
     sandbox.faults(hold=True)
     killed_args = ("--batch-size", str(batch_size), "--concurrency", str(concurrency))
@@ -388,8 +387,8 @@ def test_a_killed_run_keeps_the_checkpoints_it_saved_and_loses_nothing(cli, sand
     state = tmp_path / "state.json"
 
     # Let requests through one at a time, pausing while one is held, until the run has saved a
-    # checkpoint (about once a second while events settle) covering every record the sandbox
-    # has processed: then only the held request is in flight.
+    # checkpoint covering every record the sandbox has processed: then only the held request
+    # is in flight.
     def checkpointed() -> int:
         if not state.exists():
             return 0
@@ -422,6 +421,44 @@ def test_a_killed_run_keeps_the_checkpoints_it_saved_and_loses_nothing(cli, sand
 
 
 # --- (c) one state file, two runs -------------------------------------------------------------
+
+
+def test_a_killed_run_with_full_batches_resends_at_most_what_was_in_flight(cli, sandbox, tmp_path):
+    total, concurrency, batch_size = 2_000, 4, 50
+    write_events(tmp_path / "events.ndjson", users("user", 0, total))
+    sandbox.faults(hold=True)
+    args = ("--batch-size", str(batch_size), "--concurrency", str(concurrency))
+    process = cli.start("upload", "events.ndjson", *args, *HOLD, *COMMON)
+    state = tmp_path / "state.json"
+
+    def checkpointed() -> int:
+        if not state.exists():
+            return 0
+        (entry,) = json.loads(state.read_text())["files"].values()
+        return entry["line"]
+
+    # Let the first requests through; the next ones are held, and every answered batch is
+    # checkpointed as soon as its results are out (not on a timer).
+    wait_for(lambda: sandbox.held() == concurrency, process, "the run never filled its slots")
+    sandbox.release()
+    wait_for(
+        lambda: (
+            sandbox.held() == concurrency
+            and 0 < checkpointed() == sandbox.stats()["records_processed"]
+        ),
+        process,
+        "the answered batches were never checkpointed",
+    )
+    process.send_signal(signal.SIGKILL)
+    assert process.finish().returncode == -signal.SIGKILL
+
+    sandbox.faults()  # the held requests of the dead run go on, as they would at CleverTap
+    resumed = cli.run("upload", "events.ndjson", *COMMON)
+
+    assert resumed.returncode == 0, resumed.stderr
+    assert sandbox.identities() == set(users("user", 0, total))  # nothing was lost
+    resent = sandbox.stats()["records_processed"] - total
+    assert 0 < resent <= concurrency * batch_size  # just what was in flight
 
 
 def test_a_second_run_on_a_state_file_in_use_exits_2_naming_the_first(cli, sandbox, tmp_path):
