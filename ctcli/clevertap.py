@@ -24,6 +24,7 @@ import httpx
 import orjson
 
 from ctcli import __version__
+from ctcli.config import redact_url
 from ctcli.errors import ConfigError, CredentialsRejected, Unreachable
 
 UPLOAD_PATH = "/1/upload"
@@ -195,6 +196,7 @@ class CleverTapClient:
     ) -> None:
         self._settings = settings
         self._base = _normalise_base_url(settings.base_url)
+        self._shown_base = redact_url(self._base)  # for messages: no user:password@
         self._upload_url = self._base + UPLOAD_PATH
         self._delete_url = self._base + DELETE_PATH
         self._sleep = sleep
@@ -221,7 +223,7 @@ class CleverTapClient:
 
     def __repr__(self) -> str:
         return (
-            f"CleverTapClient(base_url={self._base!r}, "
+            f"CleverTapClient(base_url={self._shown_base!r}, "
             f"project_id={self._settings.project_id!r}, concurrency={self._settings.concurrency})"
         )
 
@@ -418,7 +420,8 @@ class CleverTapClient:
                 response = self._http.post(url, content=body)
             except httpx.TransportError as exc:
                 reason = (
-                    f"cannot reach {self._base}: {_transport_reason(exc, self._settings.timeout)}"
+                    f"cannot reach {self._shown_base}: "
+                    f"{_transport_reason(exc, self._settings.timeout)}"
                 )
                 retryable = isinstance(exc, _RETRYABLE_TRANSPORT_ERRORS)
                 unsent = isinstance(exc, _NOT_SENT_ERRORS)
@@ -619,7 +622,7 @@ def check_credentials(
             )
     except httpx.RequestError as exc:
         reason = _scrub(_transport_reason(exc, timeout), passcode)
-        raise Unreachable(f"cannot reach {base}: {reason}") from None
+        raise Unreachable(f"cannot reach {redact_url(base)}: {reason}") from None
     status = response.status_code
     if status in (401, 403):
         raise CredentialsRejected(_rejection_message(project_id, response, passcode))
@@ -627,7 +630,7 @@ def check_credentials(
         return  # past authentication: at most the empty upload itself was refused
     # 404, 405, 408, 429, 5xx...: a wrong endpoint path or a busy server, not an answer about
     # the credentials.
-    raise Unreachable(f"cannot ask {base}: it answered {_status_text(status)}")
+    raise Unreachable(f"cannot ask {redact_url(base)}: it answered {_status_text(status)}")
 
 
 def _normalise_base_url(base_url: str) -> str:

@@ -285,7 +285,7 @@ def _check(
     resolved.require_credentials()
     from ctcli.clevertap import check_credentials
 
-    base_url = resolved.base_url
+    base_url = config.redact_url(resolved.base_url)  # shown, never a proxy's password
     assert resolved.project_id is not None and resolved.passcode is not None
     try:
         check_credentials(base_url, resolved.project_id, resolved.passcode, timeout=CHECK_TIMEOUT)
@@ -350,6 +350,8 @@ def _show(key: str, value: str | None) -> str:
             return config.normalize_region(value)
         except ConfigError:
             return f"{_printable(value)} (invalid)"
+    if key == "endpoint":
+        return _printable(config.redact_url(value))
     return _printable(value)
 
 

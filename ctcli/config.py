@@ -417,3 +417,12 @@ def save_profile(
         _write_private(target, content)
     except OSError as exc:
         raise ConfigError(f"cannot write config file {path}: {exc.strerror or exc}") from None
+
+
+def redact_url(url: str) -> str:
+    """The URL with the password of any user:password@ part masked, for display."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return parts._replace(netloc=f"{parts.username}:****@{host}").geturl()

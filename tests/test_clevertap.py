@@ -778,3 +778,19 @@ def test_requests_waiting_for_a_slot_are_not_sent_after_a_refusal() -> None:
     for thread in threads:
         thread.join()
     assert client.requests == 1 and len(refused) == 8
+
+
+def test_an_endpoint_password_never_reaches_a_message() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    endpoint = "http://me:proxy-s3cret@127.0.0.1:9"
+    client = CleverTapClient(
+        settings(base_url=endpoint, max_retries=0), transport=httpx.MockTransport(refuse)
+    )
+    (outcome,) = client.upload(records(1))
+    assert "proxy-s3cret" not in (outcome.error or "") and "me:****@" in (outcome.error or "")
+    assert "proxy-s3cret" not in repr(client)
+    with pytest.raises(Unreachable) as raised:
+        check_credentials(endpoint, PROJECT, SENTINEL, transport=httpx.MockTransport(refuse))
+    assert "proxy-s3cret" not in str(raised.value)

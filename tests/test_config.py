@@ -523,3 +523,14 @@ def test_mask_secret_length_does_not_reveal_the_secret_length() -> None:
 
 def test_mask_secret_of_none_says_not_set() -> None:
     assert mask_secret(None) == "(not set)"
+
+
+def test_redact_url_masks_a_proxy_password_only():
+    from ctcli.config import redact_url
+
+    assert (
+        redact_url("http://me:s3cret@proxy.example:8080/ct")
+        == "http://me:****@proxy.example:8080/ct"
+    )
+    assert redact_url("https://eu1.api.clevertap.com") == "https://eu1.api.clevertap.com"
+    assert redact_url("http://me@proxy.example") == "http://me@proxy.example"
