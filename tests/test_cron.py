@@ -296,7 +296,7 @@ def test_a_run_with_nothing_appended_sends_nothing(cli, sandbox, tmp_path):
 # ctcli has sent them and waits for their answers. `--timeout 60` keeps a held request from
 # timing out and being sent a second time on a loaded machine.
 
-BIG = 10_000
+BIG = 50_000  # the size: a run long enough to be killed in the middle
 HOLD = ("--timeout", "60")
 
 
@@ -332,7 +332,7 @@ def test_sigterm_mid_run_exits_130_and_the_next_run_sends_the_rest(cli, sandbox,
     expected = users("user", 0, BIG)
     write_events(tmp_path / "big.ndjson", expected)
     sandbox.faults(hold=True)
-    args = ("upload", "big.ndjson", "--batch-size", "100", *HOLD, *COMMON)
+    args = ("upload", "big.ndjson", "--batch-size", "500", *HOLD, *COMMON)
 
     process = cli.start(*args)
     wait_until_held(sandbox, process)
