@@ -300,6 +300,14 @@ BIG = 50_000  # the issue's size: a run long enough to be killed in the middle
 HOLD = ("--timeout", "60")
 
 
+def checkpointed_line(state: Path) -> int:
+    """The line the single file in `state` is checkpointed at (0 before the first save)."""
+    if not state.exists():
+        return 0
+    (entry,) = json.loads(state.read_text())["files"].values()
+    return entry["line"]
+
+
 def wait_for(condition: Any, run: Started, what: str = "never happened") -> None:
     deadline = time.monotonic() + RUN_TIMEOUT  # a guard against a hang, not an assertion
     while not condition():
@@ -389,15 +397,9 @@ def test_a_killed_run_keeps_the_checkpoints_it_saved_and_loses_nothing(cli, sand
     # Let requests through one at a time, pausing while one is held, until the run has saved a
     # checkpoint covering every record the sandbox has processed: then only the held request
     # is in flight.
-    def checkpointed() -> int:
-        if not state.exists():
-            return 0
-        (entry,) = json.loads(state.read_text())["files"].values()
-        return entry["line"]
-
     wait_until_held(sandbox, process)
     deadline = time.monotonic() + RUN_TIMEOUT  # a guard against a hang, not an assertion
-    while not 0 < checkpointed() == sandbox.stats()["records_processed"]:
+    while not 0 < checkpointed_line(state) == sandbox.stats()["records_processed"]:
         assert time.monotonic() < deadline, "the run never saved a checkpoint"
         time.sleep(0.1)  # pacing only: the loop ends on the checkpoint, not on the clock
         step(sandbox, process)
@@ -420,9 +422,6 @@ def test_a_killed_run_keeps_the_checkpoints_it_saved_and_loses_nothing(cli, sand
     assert 0 <= resent <= concurrency * batch_size
 
 
-# --- (c) one state file, two runs -------------------------------------------------------------
-
-
 def test_a_killed_run_with_full_batches_resends_at_most_what_was_in_flight(cli, sandbox, tmp_path):
     total, concurrency, batch_size = 2_000, 4, 50
     write_events(tmp_path / "events.ndjson", users("user", 0, total))
@@ -431,12 +430,6 @@ def test_a_killed_run_with_full_batches_resends_at_most_what_was_in_flight(cli, 
     process = cli.start("upload", "events.ndjson", *args, *HOLD, *COMMON)
     state = tmp_path / "state.json"
 
-    def checkpointed() -> int:
-        if not state.exists():
-            return 0
-        (entry,) = json.loads(state.read_text())["files"].values()
-        return entry["line"]
-
     # Let the first requests through; the next ones are held, and every answered batch is
     # checkpointed as soon as its results are out (not on a timer).
     wait_for(lambda: sandbox.held() == concurrency, process, "the run never filled its slots")
@@ -444,7 +437,7 @@ def test_a_killed_run_with_full_batches_resends_at_most_what_was_in_flight(cli, 
     wait_for(
         lambda: (
             sandbox.held() == concurrency
-            and 0 < checkpointed() == sandbox.stats()["records_processed"]
+            and 0 < checkpointed_line(state) == sandbox.stats()["records_processed"]
         ),
         process,
         "the answered batches were never checkpointed",
@@ -459,6 +452,9 @@ def test_a_killed_run_with_full_batches_resends_at_most_what_was_in_flight(cli, 
     assert sandbox.identities() == set(users("user", 0, total))  # nothing was lost
     resent = sandbox.stats()["records_processed"] - total
     assert 0 < resent <= concurrency * batch_size  # just what was in flight
+
+
+# --- (c) one state file, two runs -------------------------------------------------------------
 
 
 def test_a_second_run_on_a_state_file_in_use_exits_2_naming_the_first(cli, sandbox, tmp_path):
