@@ -12,6 +12,7 @@ import orjson
 
 from ctcli.errors import InputError
 from ctcli.models import InputItem, Result
+from ctcli.supersession import marker_line
 
 
 class FailedFile:
@@ -25,6 +26,9 @@ class FailedFile:
             raise InputError(f"cannot open failed file '{path}': {exc.strerror}") from None
         self.written = 0
         self._synced = 0  # lines known to be on disk
+        # Identities with a failure in the file, from earlier runs too: a later delivery of
+        # one of them writes a marker, so that re-driving the failure cannot undo it.
+        self.failed_identities: set[str] = _failed_identities(self.path)
 
     def write(self, item: InputItem, result: Result) -> None:
         original = item.event if item.event is not None else item.raw
@@ -33,10 +37,24 @@ class FailedFile:
             "source": result.source,
             "line": result.line,
             "action": result.action,
+            "identity": result.identity,
             "status": str(result.status),
             "code": result.code,
             "error": result.error,
         }
+        self._append(line)
+        if result.identity is not None:
+            self.failed_identities.add(result.identity)
+
+    def supersede(self, result: Result) -> None:
+        """Say that delivered `result` supersedes the failures of its identity written so far."""
+        identity = result.identity
+        if identity is None or identity not in self.failed_identities:
+            return
+        keys = None if result.action == "delete" else result.supersedes
+        self._append(marker_line(identity, result.source, result.line, result.action or "", keys))
+
+    def _append(self, line: dict[str, object]) -> None:
         try:
             data = orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
         except TypeError:  # integers beyond 64 bits, which the stdlib codec keeps exact
@@ -73,3 +91,25 @@ class FailedFile:
         if not self._file.closed:
             self.flush()
             self._file.close()
+
+
+def _failed_identities(path: Path) -> set[str]:
+    """The identities of the failed lines already in the file (none if it is not a file)."""
+    identities: set[str] = set()
+    try:
+        if not path.is_file():
+            return identities
+        with open(path, "rb") as existing:
+            for data in existing:
+                if b'"identity"' not in data:
+                    continue
+                try:
+                    value = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    continue
+                identity = value.get("identity") if type(value) is dict else None
+                if isinstance(identity, str) and "event" in value:
+                    identities.add(identity)
+    except OSError:
+        pass  # opening it for appending said what there is to say
+    return identities

@@ -13,6 +13,7 @@ class Status(StrEnum):
     INVALID = "invalid"
     SKIPPED = "skipped"
     DRY_RUN = "dry-run"
+    SUPERSEDED = "superseded"  # a re-driven failure whose effect later delivered events replaced
 
 
 class Action(StrEnum):
@@ -32,6 +33,11 @@ class InputItem:
     end_offset: int | None = None  # NDJSON only: byte offset just past this line
     only_action: str | None = None  # set when unwrapped from a --failed line: redo just this
     file_line: int | None = None  # NDJSON batch-envelope items: the line they stand on
+    redrive_identity: str | None = None  # a --failed line: the identity it failed for
+    # A --failed line: what later delivered events of its identity did (a Supersession), or,
+    # on a line that only says so (a marker), what it says.
+    superseded: Any = None
+    marker: bool = False  # a --failed file's line that says a later event superseded failures
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +53,9 @@ class Result:
     status: Status
     code: int | None = None
     error: str | None = None
+    # Delivered records only, and only when an earlier failure of this identity may be re-driven:
+    # the profile keys it set (empty for a delete), so that re-drive does not undo them.
+    supersedes: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {

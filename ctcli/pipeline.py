@@ -13,12 +13,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ctcli.actions import InvalidEvent, identity_of, map_delete, map_upload
 from ctcli.errors import CredentialsRejected, ExitStatus
 from ctcli.models import Action, InputItem, Result, Status
+from ctcli.ordering import Batch, Scheduler, Work
 from ctcli.subscriptions import Subscription
 
 CREDENTIALS_REFUSED = "credentials refused"
@@ -47,7 +48,11 @@ class PipelineOptions:
     default_action: str | None = None  # reported for items that are not events at all
     keep_events: bool = True  # False: drop each event once mapped (nobody needs it after)
     linger_seconds: float = 0.5  # an open batch waits at most this long for more events
-    max_waiting_events: int = 20_000  # events held for ordering before open batches are sent
+    # Events read but not yet reported before reading waits; None: a few batches per worker.
+    max_waiting_events: int | None = None
+    # Identities with a failure in the failed file: a later delivery of one says what it
+    # supersedes. None: nobody is keeping failures (no failed file).
+    watched: set[str] | None = None
     now: Callable[[], float] = time.time
 
 
@@ -59,12 +64,14 @@ class Summary:
     invalid: int = 0
     skipped: int = 0
     dry_run: int = 0
+    superseded: int = 0
     requests: int = 0
     retries: int = 0
     seconds: float = 0.0
     credentials_refused: bool = False
     refusal: str | None = None  # CleverTap's words when it refused the credentials
     interrupted: bool = False
+    merged: int = 0  # events that travelled inside another event's record of their identity
 
     def add_counts(self, counts: dict[Status, int]) -> None:
         self.ok += counts[Status.OK]
@@ -72,6 +79,7 @@ class Summary:
         self.invalid += counts[Status.INVALID]
         self.skipped += counts[Status.SKIPPED]
         self.dry_run += counts[Status.DRY_RUN]
+        self.superseded += counts[Status.SUPERSEDED]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -81,6 +89,7 @@ class Summary:
             "invalid": self.invalid,
             "skipped": self.skipped,
             "dry-run": self.dry_run,
+            "superseded": self.superseded,
             "requests": self.requests,
             "retries": self.retries,
             "seconds": round(self.seconds, 3),
@@ -121,20 +130,22 @@ class _Slot:
     name: str | None = None  # the event's name (track events), for its results
 
 
-@dataclass(slots=True)
-class _Batch:
-    action: Action
-    payloads: list[Any] = field(default_factory=list)
-    targets: list[tuple[_Slot, int]] = field(default_factory=list)
-    opened: float = 0.0
-
-
 def _describe(event: dict[str, Any] | None) -> tuple[str | None, str | None]:
     if event is None:
         return None, None
     kind = event.get("type")
     name = event.get("event")
     return (kind if isinstance(kind, str) else None, name if isinstance(name, str) else None)
+
+
+# HTTP answers that mean "this request, now" rather than "this record": a merged record that got
+# one is not taken apart, since its events would only meet the same fate one by one.
+_NOT_ABOUT_THE_RECORD = frozenset({401, 403, 408, 429, 500, 502, 503, 504})
+
+
+def _about_the_record(outcome: Any) -> bool:
+    code = outcome.code
+    return code is not None and code not in _NOT_ABOUT_THE_RECORD
 
 
 class Pipeline:
@@ -161,14 +172,24 @@ class Pipeline:
         self._on_idle = on_idle
         self._on_delivered = on_delivered  # after the results of answered batches went out
         self._slots: deque[_Slot] = deque()
-        self._open: dict[Action, _Batch] = {}
-        self._done: queue.SimpleQueue[tuple[_Batch, list[Any] | None, BaseException | None]] = (
+        self._scheduler = Scheduler(
+            upload_limit=options.batch_size,
+            # --batch-size lowers deletes too; CleverTap takes at most 100 identities a request.
+            delete_limit=min(options.batch_size, options.delete_batch_size, 100),
+        )
+        self._done: queue.SimpleQueue[tuple[Batch, list[Any] | None, BaseException | None]] = (
             queue.SimpleQueue()
         )
         self._in_flight = 0
-        self._upload_limit = options.batch_size
-        # --batch-size lowers deletes too; CleverTap takes at most 100 identities per request.
-        self._delete_limit = min(options.batch_size, options.delete_batch_size, 100)
+        # Two batches per worker: one being sent, one ready behind it, so no worker waits on
+        # the main thread. Batches never share an identity, so this keeps the order.
+        self._max_out = 2 * options.concurrency
+        # Events read but not yet reported. Past this, reading waits for answers: memory stays
+        # flat however slow one request is, and a killed run re-sends little.
+        self._max_unsettled = options.max_waiting_events or max(
+            4 * options.batch_size, (2 * self._max_out + 2) * options.batch_size
+        )
+        self._watched = options.watched  # identities whose failures a later delivery supersedes
         self._refused: CredentialsRejected | None = None
         self._executor: ThreadPoolExecutor | None = None
         self.summary = Summary()
@@ -196,9 +217,7 @@ class Pipeline:
                 read_error = exc
             if self._stop.is_set():
                 self.summary.interrupted = True
-            self._send_open(force=True)
-            while self._in_flight:
-                self._collect(block=True)
+            self._drain()
             self._emit_ready()
             aborted = False
         finally:
@@ -208,6 +227,7 @@ class Pipeline:
                 self.summary.requests = self._sender.requests
                 self.summary.retries = self._sender.retries
             self.summary.seconds = time.monotonic() - started
+            self.summary.merged = self._scheduler.merged
             self.summary.add_counts(self._counts)
             if self._refused is not None:
                 self.summary.credentials_refused = True
@@ -222,7 +242,8 @@ class Pipeline:
             if self._stop.is_set():
                 return
             if item is None:
-                self._send_open(force=True)
+                self._scheduler.close_open(time.monotonic())
+                self._pump()
                 self._collect(block=False)
                 if self._on_idle is not None:
                     self._on_idle()
@@ -232,7 +253,29 @@ class Pipeline:
             if since_check >= 64:
                 since_check = 0
                 self._collect(block=False)
-                self._send_open(force=len(self._slots) > self._options.max_waiting_events)
+                self._scheduler.close_open(
+                    time.monotonic(), older_than=self._options.linger_seconds
+                )
+                self._pump()
+                self._wait_while_full()
+
+    def _wait_while_full(self) -> None:
+        """Backpressure: past the bound of unreported events, wait for answers before reading."""
+        scheduler = self._scheduler
+        while len(self._slots) > self._max_unsettled and not scheduler.idle:
+            if not self._in_flight:
+                scheduler.close_open(time.monotonic())  # nothing else would ever answer
+                self._pump()
+            self._collect(block=True)
+
+    def _drain(self) -> None:
+        """Send everything read, each identity's records one after the other."""
+        scheduler = self._scheduler
+        while not scheduler.idle or self._in_flight:
+            scheduler.close_open(time.monotonic())
+            self._pump()
+            if self._in_flight:
+                self._collect(block=True)
 
     # -- reading side -----------------------------------------------------------------------
 
@@ -261,6 +304,13 @@ class Pipeline:
                 identity = identity_of(event, subscription.mapping)
                 result = self._result(slot, action, identity, Status.INVALID, None, str(exc))
             else:
+                superseded = item.superseded
+                if superseded is not None:
+                    payload, gone = superseded.trim(action, payload)
+                    if gone:
+                        result = self._result(slot, action, identity, Status.SUPERSEDED, None, gone)
+                        self._fill(slot, index, result)
+                        continue
                 if self._options.dry_run:
                     result = self._result(slot, action, identity, Status.DRY_RUN, None, None)
                 elif self._refused is not None:
@@ -269,7 +319,8 @@ class Pipeline:
                         CREDENTIALS_REFUSED,
                     )  # fmt: skip
                 else:
-                    self._add_to_batch(action, payload, slot, index)
+                    work = Work(action, identity, payload, [(slot, index)])
+                    self._scheduler.add(work, time.monotonic())
                     continue
             self._fill(slot, index, result)
         if not self._options.keep_events:
@@ -294,41 +345,23 @@ class Pipeline:
         slot.results[index] = result
         slot.pending -= 1
 
-    # -- batching and sending ---------------------------------------------------------------
+    # -- sending ----------------------------------------------------------------------------
 
-    def _add_to_batch(self, action: Action, payload: Any, slot: _Slot, index: int) -> None:
-        batch = self._open.get(action)
-        if batch is None:
-            batch = self._open[action] = _Batch(action, opened=time.monotonic())
-        batch.payloads.append(payload)
-        batch.targets.append((slot, index))
-        limit = self._upload_limit if action is Action.UPLOAD else self._delete_limit
-        if len(batch.payloads) >= limit:
-            del self._open[action]
-            self._dispatch(batch)
+    def _pump(self) -> None:
+        """Hand ready batches to the workers, as many as may be out at once."""
+        scheduler = self._scheduler
+        while self._in_flight < self._max_out:
+            batch = scheduler.next_ready()
+            if batch is None:
+                return
+            if self._refused is not None:
+                self._fail_batch(batch, self._refused_code(), CREDENTIALS_REFUSED)
+                continue
+            assert self._executor is not None and self._sender is not None
+            self._in_flight += 1
+            self._executor.submit(self._send, batch)
 
-    def _send_open(self, *, force: bool) -> None:
-        if not self._open:
-            return
-        now = time.monotonic()
-        for action in list(self._open):
-            batch = self._open[action]
-            if force or now - batch.opened >= self._options.linger_seconds:
-                del self._open[action]
-                self._dispatch(batch)
-
-    def _dispatch(self, batch: _Batch) -> None:
-        # Bound memory: never more than two batches per worker waiting or in flight.
-        while self._in_flight >= 2 * self._options.concurrency:
-            self._collect(block=True)
-        if self._refused is not None:
-            self._fail_batch(batch, self._refused_code(), CREDENTIALS_REFUSED)
-            return
-        assert self._executor is not None and self._sender is not None
-        self._in_flight += 1
-        self._executor.submit(self._send, batch)
-
-    def _send(self, batch: _Batch) -> None:
+    def _send(self, batch: Batch) -> None:
         """Runs on a worker thread: only talks to the sender, never touches bookkeeping."""
         assert self._sender is not None
         try:
@@ -356,12 +389,13 @@ class Pipeline:
             self._complete(batch, outcomes, error)
             block = False
             delivered = True
+        self._pump()  # answered identities may have let later records go
         self._emit_ready()
         if delivered and self._on_delivered is not None:
             self._on_delivered()
 
     def _complete(
-        self, batch: _Batch, outcomes: list[Any] | None, error: BaseException | None
+        self, batch: Batch, outcomes: list[Any] | None, error: BaseException | None
     ) -> None:
         if isinstance(error, CredentialsRejected):
             self._refused = self._refused or error
@@ -372,47 +406,90 @@ class Pipeline:
             return
         if outcomes is None:
             # Answers that came before the refusal stand; everything after it is refused.
-            known = list(getattr(error, "settled", None) or [])[: len(batch.payloads)]
+            known = list(getattr(error, "settled", None) or [])[: len(batch.works)]
             refused = _Refused(self._refused_code())
-            outcomes = known + [refused] * (len(batch.payloads) - len(known))
+            outcomes = known + [refused] * (len(batch.works) - len(known))
         action = str(batch.action)
-        upload = batch.action is Action.UPLOAD
-        for (slot, index), payload, outcome in zip(
-            batch.targets, batch.payloads, outcomes, strict=True
-        ):
-            identity = payload["identity"] if upload else payload
+        scheduler = self._scheduler
+        now = time.monotonic()
+        for work, outcome in zip(batch.works, outcomes, strict=True):
             if outcome.ok:
-                result = self._result(slot, action, identity, Status.OK, None, None)
+                keys = self._superseding_keys(work)
+                for slot, index in work.targets:
+                    self._fill(
+                        slot,
+                        index,
+                        self._result(
+                            slot, action, work.identity, Status.OK, None, None, supersedes=keys
+                        ),
+                    )
+            elif work.parts is not None and self._refused is None and _about_the_record(outcome):
+                scheduler.take_apart(work, now)  # each event gets its own answer
+                continue
             else:
-                result = self._result(
-                    slot, action, identity, Status.FAILED, outcome.code, outcome.error
-                )
-            self._fill(slot, index, result)
+                for slot, index in work.targets:
+                    self._fill(
+                        slot,
+                        index,
+                        self._result(
+                            slot, action, work.identity, Status.FAILED, outcome.code,
+                            outcome.error,
+                        ),
+                    )  # fmt: skip
+            scheduler.answered(work, now)
 
-    def _fail_batch(self, batch: _Batch, code: int | None, reason: str) -> None:
+    def _fail_batch(self, batch: Batch, code: int | None, reason: str) -> None:
         action = str(batch.action)
-        upload = batch.action is Action.UPLOAD
-        for (slot, index), payload in zip(batch.targets, batch.payloads, strict=True):
-            identity = payload["identity"] if upload else payload
-            self._fill(
-                slot, index, self._result(slot, action, identity, Status.FAILED, code, reason)
-            )
+        now = time.monotonic()
+        for work in batch.works:
+            for slot, index in work.targets:
+                self._fill(
+                    slot,
+                    index,
+                    self._result(slot, action, work.identity, Status.FAILED, code, reason),
+                )
+            self._scheduler.answered(work, now)
+
+    def _superseding_keys(self, work: Work) -> tuple[str, ...] | None:
+        """What a delivered record settles for earlier failures of its identity, if any."""
+        watched = self._watched
+        if watched is None or work.identity not in watched:
+            return None
+        if work.action is Action.DELETE:
+            return ()
+        return tuple(work.payload["profileData"])
 
     def _refused_code(self) -> int | None:
         return getattr(self._refused, "status_code", None)
 
-    @staticmethod
     def _result(
+        self,
         slot: _Slot,
         action: str,
         identity: str | None,
         status: Status,
         code: int | None,
         error: str | None,
+        supersedes: tuple[str, ...] | None = None,
     ) -> Result:
         item = slot.item
+        if (
+            identity is not None
+            and self._watched is not None
+            and (status is Status.FAILED or status is Status.INVALID)
+        ):
+            self._watched.add(identity)  # a later delivery of it will say it supersedes this
         return Result(
-            item.source, item.line, slot.kind, slot.name, action, identity, status, code, error
+            item.source,
+            item.line,
+            slot.kind,
+            slot.name,
+            action,
+            identity,
+            status,
+            code,
+            error,
+            supersedes,
         )
 
     # -- results, in order ------------------------------------------------------------------

@@ -25,6 +25,7 @@ STATUS_STYLES = {
     "invalid": "yellow",
     "skipped": "dim",
     "dry-run": "cyan",
+    "superseded": "magenta",
 }
 
 
@@ -311,6 +312,7 @@ def summary_text(summary: Summary) -> Any:
         ("invalid", summary.invalid),
         ("skipped", summary.skipped),
         ("dry-run", summary.dry_run),
+        ("superseded", summary.superseded),
     ]
     shown = [(status, count) for status, count in counts if count] or [("ok", 0)]
     for position, (status, count) in enumerate(shown):

@@ -220,6 +220,8 @@ def execute(
                 for result in results:
                     if result.status is Status.FAILED or result.status is Status.INVALID:
                         failed.write(item, result)
+                    elif result.supersedes is not None:
+                        failed.supersede(result)
             sink(item, results)  # reported before any checkpoint counts it as settled
             if state is not None and id(item) not in from_args:
                 held = state.settle(item, results, failed_written=failed is not None)
@@ -244,6 +246,7 @@ def execute(
                 dry_run=settings.dry_run,
                 default_action=default_action,
                 keep_events=failed is not None,  # only the failed file needs them once mapped
+                watched=failed.failed_identities if failed is not None else None,
             ),
             stop=stop,
             on_idle=flush_outputs,

@@ -40,6 +40,7 @@ import orjson
 
 from ctcli.errors import InputError
 from ctcli.models import InputItem
+from ctcli.supersession import Markers, is_marker, settle
 
 __all__ = ["open_source", "read_source", "read_sources"]
 
@@ -200,6 +201,16 @@ def _not_object(
 def _unwrap_failed(
     source: str, line: int, wrapper: dict[str, Any], end_offset: int | None
 ) -> InputItem:
+    item = _unwrapped(source, line, wrapper, end_offset)
+    identity = wrapper.get("identity")
+    if isinstance(identity, str):
+        item.redrive_identity = identity
+    return item
+
+
+def _unwrapped(
+    source: str, line: int, wrapper: dict[str, Any], end_offset: int | None
+) -> InputItem:
     action = wrapper["action"]
     only = action if isinstance(action, str) else None
     event = wrapper["event"]
@@ -222,8 +233,13 @@ def _to_item(
 ) -> InputItem:
     """An item for one parsed value that is not a batch envelope."""
     if type(value) is dict:
-        if "status" in value and _is_failed_line(value):
-            return _unwrap_failed(source, line, value, end_offset)
+        if "status" in value:
+            if _is_failed_line(value):
+                return _unwrap_failed(source, line, value, end_offset)
+            if is_marker(value):
+                return InputItem(
+                    source, line, None, None, None, end_offset, superseded=value, marker=True
+                )
         return InputItem(source, line, value, None, None, end_offset)
     return _not_object(source, line, value, raw, end_offset, None)
 
@@ -507,7 +523,48 @@ def read_source(
     that byte offset of the (decompressed) stream and numbers lines after `start_line`.
     """
     stream, seekable = _open(name, stdin)
-    return _read(name, stream, seekable, start_offset, start_line)
+    return _with_supersessions(name, _read(name, stream, seekable, start_offset, start_line))
+
+
+def _with_supersessions(name: str, items: Iterator[InputItem]) -> Iterator[InputItem]:
+    """Items as they come until a --failed line shows up; from there, with what supersedes it.
+
+    Markers follow the failures they supersede, so the rest of the file is looked at first:
+    a file is scanned again from the start (in constant memory), a pipe is read to its end.
+    """
+    for item in items:
+        if item.redrive_identity is None and not item.marker:
+            yield item
+            continue
+        rest = itertools.chain([item], items)
+        markers = Markers()
+        if name != "-" and os.path.isfile(name):
+            _scan_markers(name, markers)
+        else:
+            held = list(rest)
+            for got in held:
+                if got.marker:
+                    markers.add(got.line, got.superseded)
+            rest = iter(held)
+        yield from settle(rest, markers)
+        return
+
+
+def _scan_markers(name: str, markers: Markers) -> None:
+    stream, _ = _open(name, None)
+    try:
+        with stream:
+            for line, data in enumerate(stream, start=1):
+                if b'"superseded_by"' not in data:
+                    continue
+                try:
+                    value = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    continue
+                if type(value) is dict and is_marker(value):
+                    markers.add(line, value)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(_cannot_read(name, exc)) from exc
 
 
 def check_readable(name: str) -> None:

@@ -238,7 +238,12 @@ class StateFile:
 
 def is_settled(result: Result, failed_written: bool) -> bool:
     status = result.status
-    if status is Status.OK or status is Status.INVALID or status is Status.SKIPPED:
+    if (
+        status is Status.OK
+        or status is Status.INVALID
+        or status is Status.SKIPPED
+        or status is Status.SUPERSEDED
+    ):
         return True
     if status is Status.FAILED:
         return failed_written

@@ -423,6 +423,7 @@ def test_summary_has_every_count_the_contract_names(env, tmp_path):
     result = invoke("replay", "--dry-run", "-o", "json", write(tmp_path / "in.ndjson", [PAGE]))
     summary = json.loads(result.stdout)["summary"]
     assert set(summary) == {
-        "events", "ok", "failed", "invalid", "skipped", "dry-run", "requests", "retries", "seconds"
+        "events", "ok", "failed", "invalid", "skipped", "dry-run", "superseded", "requests",
+        "retries", "seconds",
     }  # fmt: skip
     assert summary["skipped"] == 1 and summary["seconds"] >= 0
