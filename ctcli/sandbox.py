@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hmac
+import random
 import re
 import shlex
 import signal
@@ -218,6 +219,7 @@ class _Faults:
     fail_body: dict[str, Any] | None = None
     drop_every: int = 0
     latency: float = 0.0
+    jitter: float = 0.0
     retry_after: float | None = None
     bad_batch_marker: str | None = None
     hold: bool = False
@@ -233,6 +235,8 @@ class _Faults:
             )
         if not _is_number(self.latency) or self.latency < 0:
             raise ValueError(f"latency must be a number >= 0, not {self.latency!r}")
+        if not _is_number(self.jitter) or self.jitter < 0:
+            raise ValueError(f"jitter must be a number >= 0, not {self.jitter!r}")
         if self.retry_after is not None and (
             not _is_number(self.retry_after) or self.retry_after < 0
         ):
@@ -276,6 +280,10 @@ class _Stats:
     events_processed: int = 0
     dropped: int = 0
     faults_injected: int = 0
+    # Order checks: requests that arrived while another request naming one of their identities
+    # was still in flight, and requests that named one identity twice.
+    identity_overlaps: int = 0
+    repeated_identities: int = 0
 
     def snapshot(self) -> dict[str, Any]:
         data = {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -326,6 +334,8 @@ class Sandbox:
         self._faults = _Faults()
         self._fault_sequence = 0
         self._in_flight = 0
+        self._busy: Counter[str] = Counter()  # identities named by requests in flight
+        self._random = random.Random()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -396,6 +406,7 @@ class Sandbox:
         fail_body: dict[str, Any] | None = None,
         drop_every: int = 0,
         latency: float = 0.0,
+        jitter: float = 0.0,
         retry_after: float | None = None,
         bad_batch_marker: str | None = None,
         hold: bool = False,
@@ -407,7 +418,10 @@ class Sandbox:
         dropped when `drop_every` divides n (its body read, the connection closed, no answer);
         otherwise it is answered `fail_status` when `fail_every` divides n. Failed and dropped
         requests are not processed. `latency` seconds pass before every API answer, while the
-        request counts as in flight. With `bad_batch_marker`, an upload holding any record whose
+        request counts as in flight, plus a random share of `jitter` seconds drawn per request:
+        requests then overtake each other, and since the sandbox applies each request's records
+        when it processes them, a client that sends one identity twice at once loses its order.
+        With `bad_batch_marker`, an upload holding any record whose
         identity starts with it is refused as a whole with 400 Malformed request.
 
         With `hold`, each such request waits, in flight, before anything else happens to it, until
@@ -422,6 +436,7 @@ class Sandbox:
             fail_body=dict(fail_body) if fail_body is not None else None,
             drop_every=drop_every,
             latency=latency,
+            jitter=jitter,
             retry_after=retry_after,
             bad_batch_marker=bad_batch_marker,
             hold=hold,
@@ -551,11 +566,18 @@ class Sandbox:
             self._fault_sequence += 1
             sequence = self._fault_sequence
             faults = self._faults
+            jitter = self._random.random() * faults.jitter if faults.jitter else 0.0
+        try:
+            document = _parse_body(body)
+            names = _named_identities(path, document)
+        except ValueError:
+            document, names = None, []
+        self._mark_busy(names)
         try:
             if faults.hold:
                 with self._lock:
                     self._hold()
-            delay = self._base_latency + faults.latency
+            delay = self._base_latency + faults.latency + jitter
             if delay > 0:
                 time.sleep(delay)
             if faults.drop_every and sequence % faults.drop_every == 0:
@@ -568,13 +590,26 @@ class Sandbox:
                     self._stats.faults_injected += 1
                 return self._record_status(faults.failure())
             if path == UPLOAD_PATH:
-                answer = self._upload(body, faults.bad_batch_marker)
+                answer = self._upload(document, faults.bad_batch_marker)
             else:
-                answer = self._delete(body)
+                answer = self._delete(document)
             return self._record_status(answer)
         finally:
             with self._lock:
                 self._in_flight -= 1
+                self._busy.subtract(names)
+                for name in names:
+                    if self._busy[name] <= 0:
+                        del self._busy[name]
+
+    def _mark_busy(self, names: list[str]) -> None:
+        with self._lock:
+            busy = self._busy
+            if any(name in busy for name in names):
+                self._stats.identity_overlaps += 1
+            if len(set(names)) < len(names):
+                self._stats.repeated_identities += 1
+            busy.update(names)
 
     def _hold(self) -> None:
         # Called with self._lock held (the gate's lock); wait() gives it up while waiting.
@@ -586,13 +621,9 @@ class Sandbox:
         while self._hold_round == round_:
             self._gate.wait()
 
-    def _upload(self, body: bytes, bad_batch_marker: str | None) -> _Answer:
+    def _upload(self, document: Any, bad_batch_marker: str | None) -> _Answer:
         with self._lock:
             self._stats.upload_requests += 1
-        try:
-            document = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return _MALFORMED
         records = document.get("d") if type(document) is dict else None
         if type(records) is not list:
             return _MALFORMED
@@ -652,13 +683,9 @@ class Sandbox:
         answer = {"status": status, "processed": processed, "unprocessed": unprocessed}
         return 200, orjson.dumps(answer), ()
 
-    def _delete(self, body: bytes) -> _Answer:
+    def _delete(self, document: Any) -> _Answer:
         with self._lock:
             self._stats.delete_requests += 1
-        try:
-            document = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return _MALFORMED
         if type(document) is not dict:
             return _MALFORMED
         has_identity, has_guid = "identity" in document, "guid" in document
@@ -706,6 +733,31 @@ class Sandbox:
             self.reset()
             return 200, b'{"status":"success"}', ()
         return _NOT_FOUND
+
+
+def _parse_body(body: bytes) -> Any:
+    """The JSON document of a request body; ValueError when it is not JSON."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise ValueError("not JSON") from None
+
+
+def _named_identities(path: str, document: Any) -> list[str]:
+    """Every identity a request names, once per record, for the order checks."""
+    if type(document) is not dict:
+        return []
+    if path == UPLOAD_PATH:
+        records = document.get("d")
+        if type(records) is not list:
+            return []
+        names = (_identity_of(record) for record in records if type(record) is dict)
+        return [name for name in names if name is not None]
+    value = document.get("identity", document.get("guid"))
+    names_given = [value] if type(value) is str else value
+    if type(names_given) is not list:
+        return []
+    return [name for name in names_given if type(name) is str]
 
 
 def _same(given: str | None, expected: bytes) -> bool:
