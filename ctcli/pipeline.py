@@ -186,9 +186,7 @@ class Pipeline:
         self._max_out = 2 * options.concurrency
         # Events read but not yet reported. Past this, reading waits for answers: memory stays
         # flat however slow one request is, and a killed run re-sends little.
-        self._max_unsettled = options.max_waiting_events or max(
-            4 * options.batch_size, (2 * self._max_out + 2) * options.batch_size
-        )
+        self._max_unsettled = options.max_waiting_events or (self._max_out + 2) * options.batch_size
         self._watched = options.watched  # identities whose failures a later delivery supersedes
         self._refused: CredentialsRejected | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -242,7 +240,7 @@ class Pipeline:
             if self._stop.is_set():
                 return
             if item is None:
-                self._scheduler.close_open(time.monotonic())
+                self._send_if_idle()
                 self._pump()
                 self._collect(block=False)
                 if self._on_idle is not None:
@@ -263,19 +261,35 @@ class Pipeline:
         """Backpressure: past the bound of unreported events, wait for answers before reading."""
         scheduler = self._scheduler
         while len(self._slots) > self._max_unsettled and not scheduler.idle:
-            if not self._in_flight:
-                scheduler.close_open(time.monotonic())  # nothing else would ever answer
-                self._pump()
-            self._collect(block=True)
+            if self._in_flight:
+                self._collect(block=True)
+                if len(self._slots) <= self._max_unsettled:
+                    return  # reading may go on, and fill the open batches
+            self._send_if_idle()  # reading waits, so the open batches cannot fill: send them
+            self._pump()
 
     def _drain(self) -> None:
         """Send everything read, each identity's records one after the other."""
         scheduler = self._scheduler
         while not scheduler.idle or self._in_flight:
-            scheduler.close_open(time.monotonic())
+            self._send_if_idle()
             self._pump()
             if self._in_flight:
                 self._collect(block=True)
+
+    def _send_if_idle(self) -> None:
+        """Close the open batches now if a worker would otherwise wait for them.
+
+        Used when reading cannot fill them (input quiet or ended, or waiting for answers). While
+        every worker is busy they keep filling, with the next records of identities as their
+        answers come in: fewer, fuller requests, and no worker ever idle while records wait.
+        """
+        scheduler = self._scheduler
+        now = time.monotonic()
+        if self._in_flight < self._options.concurrency and not scheduler.has_ready():
+            scheduler.close_open(now)
+        else:
+            scheduler.close_open(now, older_than=self._options.linger_seconds)
 
     # -- reading side -----------------------------------------------------------------------
 

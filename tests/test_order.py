@@ -178,7 +178,7 @@ def test_concurrency_stays_in_use_when_identities_repeat(live, tmp_path, concurr
     path = write(tmp_path / "repeats.ndjson", events)
     live.set_faults(latency=0.02, jitter=0.02)
 
-    result = replay(path, "--concurrency", str(concurrency), "--batch-size", "50")
+    result = replay(path, "--concurrency", str(concurrency))
 
     rows = rows_of(result)
     assert all(row["status"] == "ok" for row in rows)

@@ -286,10 +286,12 @@ def check_delivery(sandbox: SandboxProcess, who: str, events: int, users: int) -
     stats = state.get("stats", {})
     processed = stats.get("records_processed")
     count = state.get("profile_count")
-    if processed != events or count != users:
+    # ctcli merges consecutive plain updates of one identity into one record, so it may send
+    # fewer records than there are events, but never fewer than there are users.
+    if not isinstance(processed, int) or not users <= processed <= events or count != users:
         raise RuntimeError(
             f"{who}: sandbox processed {processed} records into {count} profiles;"
-            f" expected {events} into {users}"
+            f" expected {users}..{events} into {users}"
         )
 
 
