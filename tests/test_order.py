@@ -344,3 +344,19 @@ def test_a_failed_line_with_no_later_delivery_is_re_driven_whole(live, tmp_path)
 
     assert row["status"] == "ok"
     assert live.profiles()["y"] == {"profileData": {"plan": "only"}, "ts": BASE_TS + 1}
+
+
+def test_a_failed_file_piped_to_stdin_is_read_to_its_end_before_anything_is_re_sent(live, tmp_path):
+    events = [identify("z", 1, plan="z"), identify("x", 2, plan="old"), delete("x", 3)]
+    path = write(tmp_path / "in.ndjson", events)
+    failed = tmp_path / "failed.ndjson"
+    live.set_faults(fail_every=2, fail_status=503)
+    replay(path, "--concurrency", "1", "--batch-size", "1", "--max-retries", "0",
+           "--failed", str(failed))  # fmt: skip
+    live.clear_faults()
+
+    again = CliRunner().invoke(app, ["replay", "-o", "ndjson", "-"], input=failed.read_bytes())
+
+    (row,) = rows_of(again)
+    assert row["status"] == "superseded" and row["source"] == "-"
+    assert "x" not in live.profiles()
