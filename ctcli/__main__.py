@@ -1,6 +1,6 @@
 """Entry point for `python -m ctcli`."""
 
-from ctcli.cli import main
+from ctcli.entry import main
 
 if __name__ == "__main__":
     main()

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import email.utils
 import math
+import os
 import random
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
@@ -24,8 +25,8 @@ import httpx
 import orjson
 
 from ctcli import __version__
-from ctcli.config import redact_url
 from ctcli.errors import ConfigError, CredentialsRejected, Unreachable
+from ctcli.transport import make_transport, redact_url, request_deadline
 
 UPLOAD_PATH = "/1/upload"
 DELETE_PATH = "/1/delete/profiles.json"
@@ -72,7 +73,7 @@ class ClientSettings:
             raise ValueError(f"concurrency must be 1..{MAX_CONCURRENCY}, not {self.concurrency}")
         if self.max_retries < 0:
             raise ValueError(f"max_retries must be 0 or more, not {self.max_retries}")
-        if not self.timeout > 0:
+        if not (math.isfinite(self.timeout) and self.timeout > 0):
             raise ValueError(f"timeout must be more than 0 seconds, not {self.timeout}")
 
 
@@ -193,7 +194,11 @@ class CleverTapClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         random: Callable[[], float] = random.random,
+        stopping: Callable[[], bool] = lambda: False,
+        env: Mapping[str, str] | None = None,
     ) -> None:
+        """`stopping` says when the run is being stopped: nothing is retried after that, and
+        `sleep` should return early then. `env` holds the proxy variables (default: os.environ)."""
         self._settings = settings
         self._base = _normalise_base_url(settings.base_url)
         self._shown_base = redact_url(self._base)  # for messages: no user:password@
@@ -202,23 +207,28 @@ class CleverTapClient:
         self._sleep = sleep
         self._clock = clock
         self._random = random
+        self._stopping = stopping
         self._limiter = _AdaptiveLimiter(settings.concurrency)
         self._lock = threading.Lock()
         self._requests = 0
         self._retries = 0
         self._rejection: str | None = None
         self._rejection_status: int | None = None
+        limits = httpx.Limits(
+            max_connections=settings.concurrency,
+            max_keepalive_connections=settings.concurrency,
+        )
+        if transport is None:
+            transport = make_transport(self._base, os.environ if env is None else env, limits)
         self._http = httpx.Client(
             headers=_request_headers(settings.project_id, settings.passcode),
             timeout=httpx.Timeout(settings.timeout),
-            limits=httpx.Limits(
-                max_connections=settings.concurrency,
-                max_keepalive_connections=settings.concurrency,
-            ),
+            limits=limits,
             http1=True,
             http2=False,
             follow_redirects=False,
             transport=transport,
+            trust_env=False,  # the transport has the proxy, checked; nothing else comes from env
         )
 
     def __repr__(self) -> str:
@@ -398,14 +408,23 @@ class CleverTapClient:
                 not retryable
                 or attempt >= settings.max_retries
                 or self._clock() + delay > budget.deadline
+                or self._stopping()
             ):
                 plural = "attempt" if tries == 1 else "attempts"
                 if not repeatable and not retryable:
                     failure += " (it may have been applied: not retried, it has $incr/$decr)"
+                elif retryable and self._stopping():
+                    failure += " (not retried: ctcli was stopped)"
                 return Outcome(ok=False, code=code, error=f"{failure} after {tries} {plural}")
             with self._lock:
                 self._retries += 1
             self._sleep(delay)
+            if self._stopping():
+                return Outcome(
+                    ok=False,
+                    code=code,
+                    error=f"{failure} after {tries} attempts (not retried: ctcli was stopped)",
+                )
             attempt += 1
 
     def _attempt(self, url: str, body: bytes) -> _Try:
@@ -417,7 +436,8 @@ class CleverTapClient:
             with self._lock:
                 self._requests += 1
             try:
-                response = self._http.post(url, content=body)
+                with request_deadline(self._settings.timeout):
+                    response = self._http.post(url, content=body)
             except httpx.TransportError as exc:
                 reason = (
                     f"cannot reach {self._shown_base}: "
@@ -599,6 +619,7 @@ def check_credentials(
     *,
     timeout: float = 10.0,
     transport: httpx.BaseTransport | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> None:
     """Ask CleverTap once whether it accepts these credentials.
 
@@ -610,13 +631,20 @@ def check_credentials(
     base = _normalise_base_url(base_url)
     headers = _request_headers(project_id, passcode)
     try:
-        with httpx.Client(
-            transport=transport,
-            timeout=httpx.Timeout(timeout),
-            follow_redirects=False,
-            http1=True,
-            http2=False,
-        ) as http:
+        if transport is None:
+            limits = httpx.Limits(max_connections=1)
+            transport = make_transport(base, os.environ if env is None else env, limits)
+        with (
+            httpx.Client(
+                transport=transport,
+                timeout=httpx.Timeout(timeout),
+                follow_redirects=False,
+                http1=True,
+                http2=False,
+                trust_env=False,
+            ) as http,
+            request_deadline(timeout),
+        ):
             response = http.post(
                 base + UPLOAD_PATH, content=orjson.dumps({"d": []}), headers=headers
             )
@@ -635,12 +663,19 @@ def check_credentials(
 
 def _normalise_base_url(base_url: str) -> str:
     base = base_url.strip().rstrip("/")
+    problem = None
     try:
-        host = httpx.URL(base).host
-    except httpx.InvalidURL:
-        host = ""
-    if not base.startswith(("http://", "https://")) or not host:
-        raise ConfigError(f"the CleverTap endpoint {base_url!r} is not an http(s) URL")
+        url = httpx.URL(base)
+        if url.scheme not in ("http", "https") or not url.host:
+            problem = "is not an http(s) URL"
+        elif url.port is not None and not 0 < url.port < 65536:
+            problem = f"has a port out of range ({url.port})"
+        elif any(character.isspace() for character in base):
+            problem = "has a space in it"
+    except (httpx.InvalidURL, ValueError) as exc:
+        problem = f"is not a valid URL ({exc})"
+    if problem is not None:
+        raise ConfigError(f"the CleverTap endpoint {redact_url(base_url)!r} {problem}")
     return base
 
 

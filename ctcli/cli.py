@@ -86,13 +86,15 @@ app.command("replay")(cli_events.replay)
 @app.command("sandbox")
 def sandbox_command(
     port: Annotated[
-        int, typer.Option("--port", help="TCP port on 127.0.0.1 (0: any free one).")
+        int,
+        typer.Option("--port", min=0, max=65535, help="TCP port on 127.0.0.1 (0: any free one)."),
     ] = 8080,
     project_id: Annotated[
         str, typer.Option("--project-id", help="Account id the sandbox accepts.")
     ] = "sandbox",
     latency: Annotated[
-        float, typer.Option("--latency", help="Seconds added to every answer (testing).")
+        float,
+        typer.Option("--latency", min=0, help="Seconds added to every answer (testing)."),
     ] = 0.0,
 ) -> None:
     """Run the local CleverTap-compatible API until Ctrl-C.

@@ -110,7 +110,8 @@ _COMMON = [
         "--max-retries", min=0, max=100, help="Retries of one request before its events fail."
     )),
     ("timeout", float, 10.0, typer.Option(
-        "--timeout", min=0.1, metavar="SECONDS", help="Timeout of each request."
+        "--timeout", min=0.1, max=3600, metavar="SECONDS",
+        help="Time limit of each whole request, from connecting to the answer's last byte."
     )),
     ("no_convert_timestamps", bool, False, typer.Option(
         "--no-convert-timestamps", help="Leave ISO-8601 attribute values as strings."

@@ -224,6 +224,8 @@ class Pipeline:
             if self._sender is not None:
                 self.summary.requests = self._sender.requests
                 self.summary.retries = self._sender.retries
+            if self._stop.is_set():
+                self.summary.interrupted = True  # however late: the user asked to stop
             self.summary.seconds = time.monotonic() - started
             self.summary.merged = self._scheduler.merged
             self.summary.add_counts(self._counts)

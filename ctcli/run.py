@@ -169,9 +169,10 @@ def execute(
     check_inputs(settings.inputs, tracked=settings.state_path is not None)
 
     with ExitStack() as stack:
+        stop = stop or threading.Event()
         sender = None
         if not settings.dry_run:
-            sender = open_sender(settings, profile, stack)
+            sender = open_sender(settings, profile, stack, stop)
         failed = None
         if settings.failed_path:
             failed = FailedFile(settings.failed_path)
@@ -257,8 +258,13 @@ def execute(
         return pipeline.run(items)
 
 
-def open_sender(settings: RunSettings, profile: Profile, stack: ExitStack) -> Sender:
-    """The CleverTap client for this run, to CleverTap or to an in-process sandbox."""
+def open_sender(
+    settings: RunSettings, profile: Profile, stack: ExitStack, stop: threading.Event
+) -> Sender:
+    """The CleverTap client for this run, to CleverTap or to an in-process sandbox.
+
+    Once `stop` is set the client retries nothing more, and its backoff waits end at once.
+    """
     from ctcli.clevertap import CleverTapClient, ClientSettings
 
     if settings.sandbox:
@@ -281,7 +287,10 @@ def open_sender(settings: RunSettings, profile: Profile, stack: ExitStack) -> Se
             timeout=settings.timeout,
             max_retries=settings.max_retries,
             concurrency=settings.concurrency,
-        )
+        ),
+        sleep=stop.wait,
+        stopping=stop.is_set,
+        env=settings.env,
     )
     stack.callback(client.close)
     return client

@@ -57,6 +57,8 @@ _IDENTITY_KEYS = ("identity", "objectId", "FBID", "GPID")
 # "Plausible" on purpose: something, one @, a dotted domain not starting with a dot, no spaces.
 _EMAIL = re.compile(r"[^@\s]+@[^@\s.][^@\s]*\.[^@\s]+")
 
+# Set on an answer to have its body sent a byte at a time (the drip fault); never sent itself.
+_DRIP_HEADER = "X-Sandbox-Drip"
 # (status, body, extra headers); None stands for "drop the connection without an answer".
 _Answer = tuple[int, bytes, tuple[tuple[str, str], ...]]
 
@@ -220,6 +222,7 @@ class _Faults:
     drop_every: int = 0
     latency: float = 0.0
     jitter: float = 0.0
+    drip: float = 0.0
     retry_after: float | None = None
     bad_batch_marker: str | None = None
     hold: bool = False
@@ -237,6 +240,8 @@ class _Faults:
             raise ValueError(f"latency must be a number >= 0, not {self.latency!r}")
         if not _is_number(self.jitter) or self.jitter < 0:
             raise ValueError(f"jitter must be a number >= 0, not {self.jitter!r}")
+        if not _is_number(self.drip) or self.drip < 0:
+            raise ValueError(f"drip must be a number >= 0, not {self.drip!r}")
         if self.retry_after is not None and (
             not _is_number(self.retry_after) or self.retry_after < 0
         ):
@@ -407,6 +412,7 @@ class Sandbox:
         drop_every: int = 0,
         latency: float = 0.0,
         jitter: float = 0.0,
+        drip: float = 0.0,
         retry_after: float | None = None,
         bad_batch_marker: str | None = None,
         hold: bool = False,
@@ -421,6 +427,8 @@ class Sandbox:
         request counts as in flight, plus a random share of `jitter` seconds drawn per request:
         requests then overtake each other, and since the sandbox applies each request's records
         when it processes them, a client that sends one identity twice at once loses its order.
+        With `drip`, an API answer's headers go at once and its body one byte every `drip`
+        seconds (after the records were applied): a read timeout never fires on such a server.
         With `bad_batch_marker`, an upload holding any record whose
         identity starts with it is refused as a whole with 400 Malformed request.
 
@@ -437,6 +445,7 @@ class Sandbox:
             drop_every=drop_every,
             latency=latency,
             jitter=jitter,
+            drip=drip,
             retry_after=retry_after,
             bad_batch_marker=bad_batch_marker,
             hold=hold,
@@ -593,6 +602,8 @@ class Sandbox:
                 answer = self._upload(document, faults.bad_batch_marker)
             else:
                 answer = self._delete(document)
+            if faults.drip:
+                answer = (*answer[:2], (*answer[2], (_DRIP_HEADER, f"{faults.drip:g}")))
             return self._record_status(answer)
         finally:
             with self._lock:
@@ -907,15 +918,28 @@ class _Handler(BaseHTTPRequestHandler):
             self.rfile.readline(1024)
 
     def _send(self, status: int, body: bytes, headers: tuple[tuple[str, str], ...]) -> None:
+        drip = 0.0
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         for name, value in headers:
-            self.send_header(name, value)
+            if name == _DRIP_HEADER:
+                drip = float(value)
+            else:
+                self.send_header(name, value)
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(body)
+        if not drip:
+            self.wfile.write(body)
+            return
+        self.wfile.flush()
+        for index in range(len(body)):
+            if self.server.sandbox._server is None:
+                return  # stopping
+            time.sleep(drip)
+            self.wfile.write(body[index : index + 1])
+            self.wfile.flush()
 
 
 # --- foreground server -----------------------------------------------------------------------
