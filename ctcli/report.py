@@ -1,12 +1,15 @@
 """Results for people and programs: rich tables, JSON, NDJSON, the summary and progress.
 
 This module only reads results; it never decides them. User data is never parsed as rich
-markup (every Console here has markup and highlighting off, and cells are Text objects).
+markup (every Console here has markup and highlighting off, and cells are Text objects), and
+never reaches a terminal raw: every cell goes through `escape_controls` first. JSON and NDJSON
+are left exactly as they are (JSON already escapes control characters).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -27,6 +30,28 @@ STATUS_STYLES = {
     "dry-run": "cyan",
     "superseded": "magenta",
 }
+
+
+# What must never reach a terminal raw: C0 controls (newline and tab too, so that one row stays
+# one row), DEL, C1 controls (U+0080..U+009F; U+009B is CSI to some terminals) and lone
+# surrogates (a file name's undecodable bytes: written raw, or a crash under a strict encoding).
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def escape_controls(text: str) -> str:
+    """`text` made safe to print to a terminal, with anything odd still visible.
+
+    Each control character becomes its Python escape (ESC -> \\x1b, newline -> \\n,
+    U+009B -> \\x9b), so an escape sequence from an event or an answer is shown, never obeyed.
+    Text without control characters comes back unchanged, after one cheap check.
+    """
+    if text.isprintable():
+        return text
+    return _UNSAFE.sub(_escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return repr(match.group())[1:-1]
 
 
 def _dumps(value: Any) -> bytes:
@@ -275,14 +300,15 @@ class TableReporter:
                 kind = row.type or ""
                 if row.event:
                     kind = f"{kind} {row.event}".strip()
+                # Every cell that can hold input or server text is escaped: see escape_controls.
                 table.add_row(
-                    Text(f"{row.source}:{row.line}"),
-                    Text(kind),
-                    Text(row.action or "-"),
-                    Text(row.identity or "-"),
+                    Text(escape_controls(f"{row.source}:{row.line}")),
+                    Text(escape_controls(kind)),
+                    Text(escape_controls(row.action or "-")),
+                    Text(escape_controls(row.identity or "-")),
                     Text(str(row.status), style=STATUS_STYLES.get(str(row.status), "")),
                     Text("" if row.code is None else str(row.code)),
-                    Text(row.error or ""),
+                    Text(escape_controls(row.error or "")),
                 )
             self._console.print(table)
         if self._dropped_ok:
@@ -301,7 +327,10 @@ def _is_failure(result: Result) -> bool:
 
 
 def summary_text(summary: Summary) -> Any:
-    """The summary line of a table run: counts per status, requests, retries, time, speed."""
+    """The summary line of a table run: counts per status, requests, retries, time, speed.
+
+    Only numbers and fixed words: no input or server text, so nothing here needs escaping.
+    """
     from rich.text import Text
 
     text = Text()
