@@ -15,6 +15,7 @@ import random
 import re
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,7 +27,7 @@ import orjson
 
 from ctcli import __version__
 from ctcli.errors import ConfigError, CredentialsRejected, Unreachable
-from ctcli.transport import make_transport, redact_url, request_deadline
+from ctcli.transport import is_host_name, make_transport, redact_url, request_deadline
 
 UPLOAD_PATH = "/1/upload"
 DELETE_PATH = "/1/delete/profiles.json"
@@ -317,8 +318,9 @@ class CleverTapClient:
             return [reply] * len(items)
         status = reply.status_code
         if 200 <= status < 300:
-            return self._scrubbed(outcomes_from_answer(reply.content, items))
-        error = _answer_error_text(reply.content) or _status_text(status)
+            passcode = self._settings.passcode
+            return self._scrubbed(outcomes_from_answer(reply.content, items, passcode))
+        error = _answer_error_text(reply.content, self._settings.passcode) or _status_text(status)
         if status in _SPLITTABLE_STATUSES and len(items) > 1:
             if budget.requests <= 0 or self._clock() >= budget.deadline:
                 error = f"{error} (refused with its batch; too many refusals to isolate it)"
@@ -441,7 +443,7 @@ class CleverTapClient:
             except httpx.TransportError as exc:
                 reason = (
                     f"cannot reach {self._shown_base}: "
-                    f"{_transport_reason(exc, self._settings.timeout)}"
+                    f"{_transport_reason(exc, self._settings.timeout, self._settings.passcode)}"
                 )
                 retryable = isinstance(exc, _RETRYABLE_TRANSPORT_ERRORS)
                 unsent = isinstance(exc, _NOT_SENT_ERRORS)
@@ -480,7 +482,7 @@ class CleverTapClient:
             raise CredentialsRejected(self._rejection, status_code=self._rejection_status)
 
 
-def outcomes_from_answer(content: bytes, items: list[Any]) -> list[Outcome]:
+def outcomes_from_answer(content: bytes, items: list[Any], passcode: str = "") -> list[Outcome]:
     """Read a 2xx answer into one Outcome per item sent (records, or identities for deletes).
 
     Nothing is assumed delivered unless the answer says so: an answer that cannot be read, or a
@@ -496,11 +498,20 @@ def outcomes_from_answer(content: bytes, items: list[Any]) -> list[Outcome]:
     status = payload.get("status")
     unprocessed = payload.get("unprocessed")
     if isinstance(unprocessed, list) and unprocessed:
-        return _map_unprocessed(unprocessed, items)
+        return _map_unprocessed(unprocessed, items, passcode)
     if status == "success":
+        processed = _int_or_none(payload.get("processed"))
+        if processed is not None and processed < count:
+            # "success", yet fewer records processed than sent, and none named as refused:
+            # nothing says which ones landed, so none is counted as delivered.
+            error = (
+                f"CleverTap answered success but processed {processed} of {count} records"
+                " without saying which"
+            )
+            return [Outcome(ok=False, error=error)] * count
         return [_OK] * count
     if status in ("fail", "partial"):
-        error = _answer_error_text(content) or (
+        error = _answer_error_text(content, passcode) or (
             "CleverTap refused the batch"
             if status == "fail"
             else "CleverTap refused some records without saying which"
@@ -509,7 +520,7 @@ def outcomes_from_answer(content: bytes, items: list[Any]) -> list[Outcome]:
     return [Outcome(ok=False, error=UNREADABLE_ANSWER)] * count
 
 
-def _map_unprocessed(unprocessed: list[Any], items: list[Any]) -> list[Outcome]:
+def _map_unprocessed(unprocessed: list[Any], items: list[Any], passcode: str) -> list[Outcome]:
     outcomes: list[Outcome | None] = [None] * len(items)
     unplaced: list[Outcome] = []
     for entry in unprocessed:
@@ -520,7 +531,7 @@ def _map_unprocessed(unprocessed: list[Any], items: list[Any]) -> list[Outcome]:
         failure = Outcome(
             ok=False,
             code=_int_or_none(entry.get("code")),
-            error=error[:_MAX_REASON_CHARS] if isinstance(error, str) and error else "refused",
+            error=_clip(error, passcode) if isinstance(error, str) and error else "refused",
         )
         index = _record_number_index(error, len(items))
         if index is None:
@@ -649,7 +660,7 @@ def check_credentials(
                 base + UPLOAD_PATH, content=orjson.dumps({"d": []}), headers=headers
             )
     except httpx.RequestError as exc:
-        reason = _scrub(_transport_reason(exc, timeout), passcode)
+        reason = _transport_reason(exc, timeout, passcode)
         raise Unreachable(f"cannot reach {redact_url(base)}: {reason}") from None
     status = response.status_code
     if status in (401, 403):
@@ -668,6 +679,8 @@ def _normalise_base_url(base_url: str) -> str:
         url = httpx.URL(base)
         if url.scheme not in ("http", "https") or not url.host:
             problem = "is not an http(s) URL"
+        elif not is_host_name(urllib.parse.urlsplit(base).hostname or ""):
+            problem = "does not name a valid host"
         elif url.port is not None and not 0 < url.port < 65536:
             problem = f"has a port out of range ({url.port})"
         elif any(character.isspace() for character in base):
@@ -701,7 +714,7 @@ def _status_text(status: int) -> str:
     return f"HTTP {status} {phrase}" if phrase else f"HTTP {status}"
 
 
-def _answer_error_text(content: bytes) -> str | None:
+def _answer_error_text(content: bytes, passcode: str) -> str | None:
     """CleverTap's "error" text from a JSON answer body, if it has one."""
     try:
         payload = orjson.loads(content)
@@ -710,19 +723,19 @@ def _answer_error_text(content: bytes) -> str | None:
     if isinstance(payload, dict):
         error = payload.get("error")
         if isinstance(error, str) and error.strip():
-            return error.strip()[:_MAX_REASON_CHARS]
+            return _clip(error.strip(), passcode)
     return None
 
 
 def _rejection_message(project_id: str, response: httpx.Response, passcode: str) -> str:
     status = response.status_code
-    detail = _answer_error_text(response.content) or httpx.codes.get_reason_phrase(status)
+    detail = _answer_error_text(response.content, passcode) or httpx.codes.get_reason_phrase(status)
     detail = _scrub(detail, passcode)
     suffix = f"HTTP {status}: {detail}" if detail else f"HTTP {status}"
     return f"CleverTap refused the credentials for project {project_id} ({suffix})"
 
 
-def _transport_reason(exc: httpx.RequestError, timeout: float) -> str:
+def _transport_reason(exc: httpx.RequestError, timeout: float, passcode: str) -> str:
     """Say in a few words why a request got no answer (never quoting the request itself)."""
     if isinstance(exc, httpx.ConnectTimeout):
         return f"no connection within {timeout:g} s"
@@ -748,11 +761,17 @@ def _transport_reason(exc: httpx.RequestError, timeout: float) -> str:
         if "unreachable" in detail:
             return "network unreachable"
         if "certificate" in detail or "ssl" in detail:
-            return f"TLS handshake failed ({str(exc)[:_MAX_REASON_CHARS]})"
-        return f"connection failed ({str(exc)[:_MAX_REASON_CHARS] or type(exc).__name__})"
+            return f"TLS handshake failed ({_clip(str(exc), passcode)})"
+        return f"connection failed ({_clip(str(exc), passcode) or type(exc).__name__})"
     if isinstance(exc, httpx.NetworkError):
-        return f"connection broken ({str(exc)[:_MAX_REASON_CHARS] or type(exc).__name__})"
-    return f"{type(exc).__name__}: {str(exc)[:_MAX_REASON_CHARS]}"
+        return f"connection broken ({_clip(str(exc), passcode) or type(exc).__name__})"
+    return f"{type(exc).__name__}: {_clip(str(exc), passcode)}"
+
+
+def _clip(text: str, passcode: str) -> str:
+    """Text from a server or the OS, fit for a one-line message: scrubbed first, then cut, so
+    a passcode straddling the cut cannot leave its first characters behind."""
+    return _scrub(text, passcode)[:_MAX_REASON_CHARS]
 
 
 def _scrub(text: str, passcode: str) -> str:

@@ -6,6 +6,7 @@ so that `ctcli --version` and `ctcli --help` start fast.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from typing import Annotated
@@ -16,6 +17,24 @@ from typer.core import TyperGroup
 from ctcli import __version__, cli_events
 from ctcli.cli_configure import configure
 from ctcli.errors import CtcliError, ExitStatus
+
+_FULL_OR_BROKEN_DEVICE = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS, errno.ENXIO}
+)
+
+
+def _is_full_or_broken_output(exc: Exception) -> bool:
+    """Output on a full disk or a dead device: the environment, not a bug (exit 2)."""
+    return isinstance(exc, OSError) and exc.errno in _FULL_OR_BROKEN_DEVICE
+
+
+def _drop_unwritten_output() -> None:
+    # What is still buffered would fail again at exit and turn the exit status into 120.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 class _ErrorMappingGroup(TyperGroup):
@@ -33,6 +52,10 @@ class _ErrorMappingGroup(TyperGroup):
         except (typer.Exit, typer.Abort, KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:
+            if _is_full_or_broken_output(exc):
+                _drop_unwritten_output()
+                error_line(f"cannot write the output: {exc.strerror or exc}")  # type: ignore[attr-defined]
+                raise typer.Exit(int(ExitStatus.USAGE)) from None
             if os.environ.get("CTCLI_DEBUG") == "1" or _is_usage_error(exc):
                 raise
             error_line(
@@ -125,6 +148,10 @@ def main() -> None:
     except SystemExit:
         raise
     except Exception as exc:  # a bug: one line, the traceback only on request
+        if _is_full_or_broken_output(exc):
+            _drop_unwritten_output()
+            error_line(f"cannot write the output: {exc.strerror or exc}")
+            sys.exit(int(ExitStatus.USAGE))
         if os.environ.get("CTCLI_DEBUG") == "1":
             raise
         error_line(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import errno
 import json
 import os
@@ -12,6 +13,7 @@ import orjson
 
 from ctcli.errors import InputError
 from ctcli.models import InputItem, Result
+from ctcli.sources import FAILED_LINE_MARK
 from ctcli.supersession import marker_line
 
 
@@ -21,7 +23,9 @@ class FailedFile:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         try:
-            self._file: BinaryIO = open(self.path, "ab")  # noqa: SIM115 - closed in close()
+            # 0600 from birth: it holds whole events (emails, phone numbers).
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._file: BinaryIO = os.fdopen(fd, "ab")
         except OSError as exc:
             raise InputError(f"cannot open failed file '{path}': {exc.strerror}") from None
         self.written = 0
@@ -31,9 +35,18 @@ class FailedFile:
         self.failed_identities: set[str] = _failed_identities(self.path)
 
     def write(self, item: InputItem, result: Result) -> None:
-        original = item.event if item.event is not None else item.raw
-        line = {
-            "event": original,
+        line: dict[str, object] = {"ctcli": FAILED_LINE_MARK}
+        if item.event is not None:
+            line["event"] = item.event
+        elif item.raw is not None and not _is_utf8(item.raw):
+            # Bytes that are not UTF-8: kept exactly, so a re-drive refuses them again.
+            line["event"] = None
+            line["raw_base64"] = base64.b64encode(
+                item.raw.encode("utf-8", "surrogateescape")
+            ).decode("ascii")
+        else:
+            line["event"] = item.raw
+        line.update({
             "source": result.source,
             "line": result.line,
             "action": result.action,
@@ -41,7 +54,7 @@ class FailedFile:
             "status": str(result.status),
             "code": result.code,
             "error": result.error,
-        }
+        })  # fmt: skip
         self._append(line)
         if result.identity is not None:
             self.failed_identities.add(result.identity)
@@ -91,6 +104,14 @@ class FailedFile:
         if not self._file.closed:
             self.flush()
             self._file.close()
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _failed_identities(path: Path) -> set[str]:

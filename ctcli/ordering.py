@@ -101,6 +101,7 @@ class Scheduler:
         self._lanes: dict[str, _Lane] = {}
         self._open: dict[Action, Batch] = {}
         self._ready: deque[Batch] = deque()
+        self._waiting = 0  # records waiting in lanes behind a record of their identity
         self.merged = 0  # events that travelled inside another event's record
 
     @property
@@ -110,6 +111,11 @@ class Scheduler:
 
     def has_ready(self) -> bool:
         return bool(self._ready)
+
+    @property
+    def waiting(self) -> int:
+        """Records held back behind an earlier record of their identity."""
+        return self._waiting
 
     def next_ready(self) -> Batch | None:
         return self._ready.popleft() if self._ready else None
@@ -124,6 +130,7 @@ class Scheduler:
         if lane.waiting:
             if not self._merge(lane.waiting[-1], work):
                 lane.waiting.append(work)
+                self._waiting += 1
             return
         out = lane.out
         batch = out.batch
@@ -133,6 +140,7 @@ class Scheduler:
                 self._close(batch)
             return
         lane.waiting.append(work)
+        self._waiting += 1
 
     def close_open(self, now: float, *, older_than: float | None = None) -> None:
         """Close the open batches (all, or those opened more than `older_than` seconds ago)."""
@@ -146,6 +154,7 @@ class Scheduler:
         work.batch = None
         if lane.waiting:
             lane.out = lane.waiting.popleft()
+            self._waiting -= 1
             self._place(lane.out, now)
         else:
             del self._lanes[work.identity]
@@ -158,6 +167,7 @@ class Scheduler:
         for part in work.parts:
             part.alone = True
         lane.waiting.extendleft(reversed(work.parts))
+        self._waiting += len(work.parts) - 1
         lane.out = lane.waiting.popleft()
         self._place(lane.out, now)
 

@@ -267,7 +267,10 @@ class Pipeline:
                 self._collect(block=True)
                 if len(self._slots) <= self._max_unsettled:
                     return  # reading may go on, and fill the open batches
-            self._send_if_idle()  # reading waits, so the open batches cannot fill: send them
+            if scheduler.waiting or not self._in_flight:
+                # Reading waits while records queue behind answers: the open batches would
+                # fill only from those answers, so an idle worker takes them now.
+                self._send_if_idle()
             self._pump()
 
     def _drain(self) -> None:
@@ -316,9 +319,10 @@ class Pipeline:
                     identity = payload["identity"]
                 else:
                     payload = identity = map_delete(event, subscription.mapping)
-            except InvalidEvent as exc:
+            except (InvalidEvent, RecursionError) as exc:
                 identity = identity_of(event, subscription.mapping)
-                result = self._result(slot, action, identity, Status.INVALID, None, str(exc))
+                reason = str(exc) if isinstance(exc, InvalidEvent) else "nested too deeply"
+                result = self._result(slot, action, identity, Status.INVALID, None, reason)
             else:
                 superseded = item.superseded
                 if superseded is not None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from ctcli.config import Profile, permission_warning, resolve_profile
-from ctcli.errors import UsageError
+from ctcli.errors import InputError, UsageError
 from ctcli.failed_file import FailedFile
 from ctcli.models import Action, FieldMapping, InputItem, Result, Status
 from ctcli.pipeline import Pipeline, PipelineOptions, Sender, Summary, with_ticks
@@ -115,6 +115,38 @@ def check_inputs(inputs: Sequence[str], *, tracked: bool) -> None:
         raise UsageError("--state cannot track stdin: give the input as a file")
 
 
+def check_outputs_are_not_inputs(settings: RunSettings, stdin: BinaryIO | None) -> None:
+    """Fail (exit 2) when the failed or state file is one of the inputs, under any name.
+
+    Re-driving a failed file into itself would read its own new lines forever.
+    """
+    inputs: list[tuple[str, os.stat_result]] = []
+    for name in settings.inputs:
+        try:
+            if name == "-":
+                if stdin is None:
+                    continue
+                inputs.append(("stdin", os.fstat(stdin.fileno())))
+            else:
+                inputs.append((repr(name), os.stat(name)))
+        except (OSError, ValueError, AttributeError):
+            continue  # not a real file (tests) or unreadable: check_inputs says so
+    for option, path in (("--failed", settings.failed_path), ("--state", settings.state_path)):
+        if not path:
+            continue
+        try:
+            output = os.stat(path)
+        except OSError:
+            continue  # does not exist yet: it cannot be an input
+        for shown, found in inputs:
+            if (found.st_dev, found.st_ino) == (output.st_dev, output.st_ino):
+                hint = " (re-drive into another file: --failed failed-again.ndjson)"
+                raise UsageError(
+                    f"{option} {path!r} is also the input {shown}"
+                    + (hint if option == "--failed" else "")
+                )
+
+
 def is_stream(name: str) -> bool:
     """stdin, a pipe or a device: input that may arrive slowly, so batches must not wait on it."""
     return name == "-" or not os.path.isfile(name)
@@ -126,27 +158,48 @@ def read_inputs(
     state: StateFile | None = None,
     note: Callable[[str], None] = lambda message: None,
 ) -> Iterator[InputItem]:
-    """Every item of every input, picking each file up where its checkpoint left it."""
+    """Every item of every input, picking each file up where its checkpoint left it.
+
+    A file that breaks off (a truncated gzip, a read error) does not stop the files after it:
+    they are read, and the error is raised at the end.
+    """
+    errors: list[InputError] = []
+    for name in inputs:
+        try:
+            yield from _read_input(name, stdin, state, note)
+        except InputError as exc:
+            errors.append(exc)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise InputError(f"{len(errors)} inputs broke off: " + "; ".join(map(str, errors)))
+
+
+def _read_input(
+    name: str,
+    stdin: BinaryIO | None,
+    state: StateFile | None,
+    note: Callable[[str], None],
+) -> Iterator[InputItem]:
     from ctcli.sources import read_source
 
-    for name in inputs:
-        if state is None or name == "-":
-            yield from read_source(name, stdin=stdin)
-            continue
-        resume, discarded = state.resume_point(name)
-        if discarded:
-            note(discarded)
-        state.begin_file(name)
-        if resume is None:
-            yield from read_source(name)
-        elif resume.offset is not None:
-            note(f"{name}: resuming after line {resume.line} (checkpoint in {state.path})")
-            yield from read_source(name, start_offset=resume.offset, start_line=resume.line)
-        else:
-            note(f"{name}: skipping the {resume.line} items settled by an earlier run")
-            # By count, not by number: in NDJSON, envelope items are numbered by position and
-            # plain lines by line, so numbers alone do not tell what came first.
-            yield from itertools.islice(read_source(name), resume.line, None)
+    if state is None or name == "-":
+        yield from read_source(name, stdin=stdin)
+        return
+    resume, discarded = state.resume_point(name)
+    if discarded:
+        note(discarded)
+    state.begin_file(name)
+    if resume is None:
+        yield from read_source(name)
+    elif resume.offset is not None:
+        note(f"{name}: resuming after line {resume.line} (checkpoint in {state.path})")
+        yield from read_source(name, start_offset=resume.offset, start_line=resume.line)
+    else:
+        note(f"{name}: skipping the {resume.line} items settled by an earlier run")
+        # By count, not by number: in NDJSON, envelope items are numbered by position and
+        # plain lines by line, so numbers alone do not tell what came first.
+        yield from itertools.islice(read_source(name), resume.line, None)
 
 
 def execute(
@@ -167,6 +220,7 @@ def execute(
     profile = load_profile(settings, warn)
     router = make_router(settings, profile)
     check_inputs(settings.inputs, tracked=settings.state_path is not None)
+    check_outputs_are_not_inputs(settings, stdin)
 
     with ExitStack() as stack:
         stop = stop or threading.Event()

@@ -23,6 +23,7 @@ silently turns integers beyond 64 bits into floats, which would corrupt numeric 
 
 from __future__ import annotations
 
+import base64
 import errno
 import gzip
 import io
@@ -48,11 +49,21 @@ _BUFFER_SIZE = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
 _BOM = b"\xef\xbb\xbf"
 # Any integer beyond 64 bits has at least 19 digits; translate() + `in` finds such a run in C,
-# several times faster than a regular expression.
-_DIGIT_MAP = bytes(48 if 48 <= i <= 57 else 32 for i in range(256))
+# several times faster than a regular expression. The same pass maps { and [ to {, so that
+# counting them tells, at no extra cost, whether a line could nest deeper than we take.
+_DIGIT_MAP = bytes(48 if 48 <= i <= 57 else 123 if i in (91, 123) else 32 for i in range(256))
 _LONG_DIGIT_RUN = b"0" * 19
+# Deeper events are refused: nothing CleverTap stores nests this deep (a nested object becomes a
+# string of at most 512 bytes), and recursive code further on (mapping, encoders) has limits.
+MAX_DEPTH = 100
 _FAILED_STATUSES = ("failed", "invalid")
+FAILED_LINE_MARK = "failed"  # the value of a --failed line's "ctcli" key
+# Lines written before failed lines carried their mark have exactly these keys.
+_LEGACY_FAILED_KEYS = frozenset(
+    {"event", "source", "line", "action", "identity", "status", "code", "error"}
+)
 _EXACT = object()  # marks a line that needs the standard library's parser
+_MAX_DIGITS = sys.get_int_max_str_digits()
 
 
 class _BadJSON(Exception):
@@ -132,6 +143,8 @@ def _parse_exact(data: bytes) -> Any:
     except RecursionError:
         raise _BadJSON("JSON", "nested too deeply") from None
     except ValueError as exc:
+        if "int_max_str_digits" in str(exc):
+            raise _BadJSON("JSON", f"a number with more than {_MAX_DIGITS} digits") from None
         raise _BadJSON("JSON", str(exc)) from None
     # orjson refuses lone surrogates ("\ud800"); letting them through would only move the crash
     # to whoever serialises the event next.
@@ -156,7 +169,34 @@ def _parse(data: bytes) -> Any:
 
 
 def _line_text(data: bytes) -> str:
-    return data.decode("utf-8", "replace").rstrip("\r\n")
+    # Lossless: bytes that are not UTF-8 survive as surrogates, for the failed file to keep.
+    return data.decode("utf-8", "surrogateescape").rstrip("\r\n")
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether objects and arrays nest more than `limit` levels in `value` (no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        current, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = current.values() if type(current) is dict else current
+        for child in children:
+            if type(child) is dict or type(child) is list:
+                stack.append((child, depth + 1))
+    return False
+
+
+def _deep_text(value: Any) -> str:
+    try:
+        return _dumps_raw(value)
+    except RecursionError:
+        return "(not kept: nested too deeply to write out)"
+
+
+def _too_deep_item(source: str, line: int, raw: str, end_offset: int | None) -> InputItem:
+    error = f"nested more than {MAX_DEPTH} levels deep"
+    return InputItem(source, line, None, error, raw, end_offset)
 
 
 def _json_type(value: Any) -> str:
@@ -174,13 +214,13 @@ def _json_type(value: Any) -> str:
 
 
 def _is_failed_line(value: dict[str, Any]) -> bool:
-    return (
-        value.get("status") in _FAILED_STATUSES
-        and "event" in value
-        and "source" in value
-        and "line" in value
-        and "action" in value
-    )
+    if not ("event" in value and "action" in value and value.get("status") in _FAILED_STATUSES):
+        return False
+    if value.get("ctcli") == FAILED_LINE_MARK:
+        return True
+    # An older failed file: recognised by its exact keys, so that an event that happens to
+    # have status, source, line and action keys of its own is not taken for one.
+    return "source" in value and "line" in value and value.keys() <= _LEGACY_FAILED_KEYS
 
 
 def _is_envelope(value: dict[str, Any]) -> bool:
@@ -214,6 +254,20 @@ def _unwrapped(
     action = wrapper["action"]
     only = action if isinstance(action, str) else None
     event = wrapper["event"]
+    encoded = wrapper.get("raw_base64")
+    if event is None and isinstance(encoded, str):
+        # Bytes that were not UTF-8, kept exactly: they are refused again, exactly as before.
+        try:
+            data = base64.b64decode(encoded, validate=True)
+        except ValueError:
+            return InputItem(source, line, None, "raw_base64 is not base64", encoded, end_offset)
+        try:
+            value = _parse(data)
+        except _BadJSON as bad:
+            return InputItem(source, line, None, bad.for_line(), _line_text(data), end_offset, only)
+        if type(value) is dict:
+            return InputItem(source, line, value, None, None, end_offset, only)
+        return _not_object(source, line, value, _line_text(data), end_offset, only)
     if type(event) is dict:
         return InputItem(source, line, event, None, None, end_offset, only)
     if not isinstance(event, str):
@@ -253,8 +307,12 @@ def _batch_items(
 ) -> Iterator[InputItem]:
     last = position + len(batch)
     for number, value in enumerate(batch, position + 1):
-        raw = None if type(value) is dict else _dumps_raw(value)
-        item = _to_item(source, number, value, end_offset if number == last else None, raw)
+        end = end_offset if number == last else None
+        if (type(value) is dict or type(value) is list) and too_deep(value):
+            item = _too_deep_item(source, number, _deep_text(value), end)
+        else:
+            raw = None if type(value) is dict else _dumps_raw(value)
+            item = _to_item(source, number, value, end, raw)
         item.file_line = file_line  # items are numbered by position; a resume needs the line
         yield item
 
@@ -271,7 +329,8 @@ def _ndjson(source: str, lines: Iterable[bytes], lineno: int, offset: int) -> It
     for data in lines:
         lineno += 1
         offset += len(data)
-        if long_run in data.translate(digit_map):
+        shape = data.translate(digit_map)
+        if long_run in shape:
             value = _EXACT
         else:
             try:
@@ -281,11 +340,24 @@ def _ndjson(source: str, lines: Iterable[bytes], lineno: int, offset: int) -> It
         if value is _EXACT:
             if not data.strip():
                 continue
+            cr_lines = _cr_lines(data)
+            if cr_lines is not None:
+                # Lines ended by a lone CR (old Mac files), numbered as editors number them.
+                yield from _ndjson(source, cr_lines, lineno - 1, offset - len(data))
+                lineno += len(cr_lines) - 1
+                continue
             try:
-                value = _parse_exact(data)
+                value = _parse_exact(data.removeprefix(_BOM))  # a BOM where files were joined
             except _BadJSON as bad:
                 yield item(source, lineno, None, bad.for_line(), _line_text(data), offset)
                 continue
+        if (
+            shape.count(b"{") > MAX_DEPTH
+            and too_deep(value)
+            and not (type(value) is dict and _is_envelope(value))  # its items are checked
+        ):
+            yield _too_deep_item(source, lineno, _line_text(data), offset)
+            continue
         if type(value) is dict:
             if "status" not in value and "batch" not in value:
                 yield item(source, lineno, value, None, None, offset)
@@ -297,6 +369,22 @@ def _ndjson(source: str, lines: Iterable[bytes], lineno: int, offset: int) -> It
                 yield _to_item(source, lineno, value, offset, None)
         else:
             yield _to_item(source, lineno, value, offset, _line_text(data))
+
+
+def _cr_lines(data: bytes) -> list[bytes] | None:
+    """The lines of `data` split at lone CRs, if it has some and every piece is JSON."""
+    body = data.rstrip(b"\r\n")
+    if b"\r" not in body:
+        return None
+    pieces = data.split(b"\r")
+    lines = [piece + b"\r" for piece in pieces[:-1]] + [pieces[-1]]
+    for line in lines:
+        if line.strip():
+            try:
+                _parse(line)
+            except _BadJSON:
+                return None
+    return [line for line in lines if line]
 
 
 def _continues_as_ndjson(document: bytes, bad: _BadJSON) -> bool:
@@ -328,7 +416,7 @@ def _document(source: str, document: bytes, lineno: int, offset: int) -> Iterato
         if _continues_as_ndjson(document, bad):
             yield from _ndjson(source, io.BytesIO(document), lineno, offset)
         else:
-            raw = document.decode("utf-8", "replace")
+            raw = document.decode("utf-8", "surrogateescape")
             yield InputItem(source, 1, None, bad.for_document(), raw)
         return
     if type(value) is list:

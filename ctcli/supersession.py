@@ -3,7 +3,7 @@
 When an event of an identity fails and a later event of that identity is then delivered, the
 --failed file gets a marker line after the failure:
 
-    {"status": "superseded", "identity": "user-7",
+    {"ctcli": "superseded", "status": "superseded", "identity": "user-7",
      "superseded_by": {"source": "events.ndjson", "line": 9, "action": "upload", "keys": ["Name"]}}
 
 Every failed line of that identity written before the marker is superseded by it. Re-driving
@@ -31,6 +31,7 @@ MARKER_STATUS = "superseded"
 def marker_line(identity: str, source: str, line: int, action: str, keys: Iterable[str] | None):
     """The marker for a delivered record (`keys` None for a delete) superseding earlier failures."""
     return {
+        "ctcli": MARKER_STATUS,
         "status": MARKER_STATUS,
         "identity": identity,
         "superseded_by": {

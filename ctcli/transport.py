@@ -12,11 +12,13 @@ curl reads them) and checked before anything is sent, so a bad value is a one-li
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import math
 import re
 import threading
 import time
 import typing
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping
 
@@ -40,6 +42,7 @@ def redact_url(url: str) -> str:
 
 
 _PROXY_SCHEMES = ("http", "https")
+_HOST_NAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?")
 
 
 @contextlib.contextmanager
@@ -143,18 +146,34 @@ def proxy_for(base_url: str, env: Mapping[str, str]) -> str | None:
     if "://" not in value:
         value = "http://" + value  # curl's reading of a bare host:port
     try:
-        proxy = httpx.URL(value)
-        port = proxy.port
-    except (httpx.InvalidURL, ValueError):
+        parts = urllib.parse.urlsplit(value)
+        port = parts.port
+        host = parts.hostname or ""
+    except ValueError:
         raise ConfigError(f"{name} is not a valid proxy URL: {redact_url(value)!r}") from None
-    if proxy.scheme not in _PROXY_SCHEMES or not proxy.host:
+    if parts.scheme.lower() not in _PROXY_SCHEMES:
         raise ConfigError(
             f"{name} {redact_url(value)!r}: ctcli reaches CleverTap through http:// or https:// "
             "proxies only"
         )
+    if not is_host_name(host):
+        raise ConfigError(f"{name} {redact_url(value)!r}: {host!r} is not a host name")
     if port is not None and not 0 < port < 65536:
         raise ConfigError(f"{name} {redact_url(value)!r}: port {port} is out of range")
     return value
+
+
+def is_host_name(host: str) -> bool:
+    """A DNS name, an IPv4 address or an IPv6 address (without its brackets)."""
+    if not host:
+        return False
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host.split("%", 1)[0])
+        except ValueError:
+            return False
+        return True
+    return _HOST_NAME.fullmatch(host) is not None
 
 
 def _environment_proxies(env: Mapping[str, str]) -> dict[str, str]:

@@ -223,11 +223,11 @@ def test_ndjson_of_arrays_reports_each_line():
     ]
 
 
-def test_invalid_utf8_becomes_error_with_replaced_raw_text():
+def test_invalid_utf8_becomes_error_with_its_raw_bytes_kept_exactly():
     items = read_bytes(ndjson(IDENTIFY) + b'{"name": "caf\xe9"}\n' + ndjson(TRACK))
     assert events(items) == [(1, IDENTIFY), (2, None), (3, TRACK)]
     assert items[1].error == "invalid UTF-8: byte 0xe9 at column 14"
-    assert items[1].raw == '{"name": "caf\ufffd"}'
+    assert items[1].raw.encode("utf-8", "surrogateescape") == b'{"name": "caf\xe9"}'
 
 
 def test_non_array_element_of_a_json_array_becomes_error_at_its_position():
@@ -294,10 +294,26 @@ def test_deeply_nested_line_becomes_error_not_exception():
     assert items[1].error.startswith("invalid JSON:")
 
 
-def test_depth_beyond_orjson_limit_within_python_limit_still_reads():
-    depth = 600
-    value = {"a": json.loads("[" * depth + "]" * depth)}
-    assert read_bytes(ndjson(IDENTIFY) + json.dumps(value).encode() + b"\n")[1].event == value
+def test_nesting_up_to_the_limit_reads_and_deeper_is_invalid_with_the_rest_read_on():
+    from ctcli.sources import MAX_DEPTH
+
+    deepest = {"a": json.loads("[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1))}
+    too_deep = '{"a":' * 1000 + "1" + "}" * 1000  # orjson takes it; recursion would not
+    items = read_bytes(
+        ndjson(IDENTIFY) + json.dumps(deepest).encode() + b"\n" + too_deep.encode() + b"\n"
+        + ndjson(TRACK)
+    )  # fmt: skip
+    assert items[1].event == deepest
+    assert items[2].event is None and items[2].error == f"nested more than {MAX_DEPTH} levels deep"
+    assert items[2].raw == too_deep
+    assert items[3].event == TRACK
+
+
+def test_a_too_deep_item_of_a_json_array_is_invalid_alone():
+    deep = {"a": json.loads("[" * 200 + "]" * 200)}
+    items = read_bytes(json.dumps([IDENTIFY, deep, TRACK]).encode())
+    assert [item.error is None for item in items] == [True, False, True]
+    assert "nested more than" in items[1].error and items[1].line == 2
 
 
 # --- --failed lines -------------------------------------------------------------------------
