@@ -226,9 +226,10 @@ class _Faults:
     retry_after: float | None = None
     bad_batch_marker: str | None = None
     hold: bool = False
+    stall_request: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("fail_every", "drop_every"):
+        for name in ("fail_every", "drop_every", "stall_request"):
             value = getattr(self, name)
             if type(value) is not int or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, not {value!r}")
@@ -416,6 +417,7 @@ class Sandbox:
         retry_after: float | None = None,
         bad_batch_marker: str | None = None,
         hold: bool = False,
+        stall_request: int = 0,
     ) -> None:
         """Replace the fault settings and restart the fault request counter at zero.
 
@@ -435,7 +437,8 @@ class Sandbox:
         With `hold`, each such request waits, in flight, before anything else happens to it, until
         `release()` (`POST /_sandbox/release`), `reset()`, `stop()` or new fault settings without
         `hold` let it go; it then goes on under the faults it was admitted with. Holding stays on
-        after a release: later requests are held again. `stats()["held"]` says how many wait now
+        after a release: later requests are held again. `stall_request` n holds request n alone
+        that way (one slow batch among quick ones). `stats()["held"]` says how many wait now
         and `wait_held(n)` waits for n of them: a deterministic stand-in for "slow enough".
         """
         faults = _Faults(
@@ -449,11 +452,12 @@ class Sandbox:
             retry_after=retry_after,
             bad_batch_marker=bad_batch_marker,
             hold=hold,
+            stall_request=stall_request,
         )
         with self._lock:
             self._faults = faults
             self._fault_sequence = 0
-            if not hold:
+            if not (hold or stall_request):
                 self._release_held()
 
     def release(self) -> int:
@@ -583,7 +587,7 @@ class Sandbox:
             document, names = None, []
         self._mark_busy(names)
         try:
-            if faults.hold:
+            if faults.hold or sequence == faults.stall_request:
                 with self._lock:
                     self._hold()
             delay = self._base_latency + faults.latency + jitter
