@@ -131,8 +131,10 @@ def sandbox_command(
 
 
 def error_line(message: str) -> None:
-    """Print one plain error line on stderr (never parsed as markup)."""
-    sys.stderr.write(f"ctcli: error: {message}\n")
+    """Print one plain error line on stderr (never parsed as markup, never raw controls)."""
+    from ctcli.report import escape_controls
+
+    sys.stderr.write(f"ctcli: error: {escape_controls(message)}\n")
     sys.stderr.flush()
 
 

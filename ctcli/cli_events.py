@@ -174,7 +174,7 @@ def _graceful_stop() -> Iterator[threading.Event]:
 
 
 def _run(mode: str, inputs: list[str], arg_items: list[Any], common: CommonOptions) -> None:
-    from ctcli.report import make_reporter
+    from ctcli.report import escape_controls, make_reporter
     from ctcli.run import RunSettings, execute
 
     if common.dry_run and common.sandbox:
@@ -215,8 +215,11 @@ def _run(mode: str, inputs: list[str], arg_items: list[Any], common: CommonOptio
                 on_idle=reporter.idle,
                 stop=stop,
                 stdin=getattr(sys.stdin, "buffer", None),
-                warn=lambda message: sys.stderr.write(f"ctcli: warning: {message}\n"),
-                note=lambda message: sys.stderr.write(f"ctcli: {message}\n"),
+                # File names and server words: never raw control characters on a terminal.
+                warn=lambda message: sys.stderr.write(
+                    f"ctcli: warning: {escape_controls(message)}\n"
+                ),
+                note=lambda message: sys.stderr.write(f"ctcli: {escape_controls(message)}\n"),
             )
     except KeyboardInterrupt:  # the second signal: stop now, what settled is already saved
         reporter.abort()
@@ -228,7 +231,7 @@ def _run(mode: str, inputs: list[str], arg_items: list[Any], common: CommonOptio
         raise
     reporter.finish(summary)
     if summary.refusal:
-        sys.stderr.write(f"ctcli: error: {summary.refusal}\n")
+        sys.stderr.write(f"ctcli: error: {escape_controls(summary.refusal)}\n")
     if summary.interrupted and _stdin_reader_alive():
         # A thread still blocked reading stdin would abort the interpreter's shutdown.
         _exit_now(int(summary.exit_status))
@@ -321,7 +324,9 @@ def upload(
 def _confirm_delete(count: int, files: list[str], project: str) -> bool:
     what = f"{count} profile{'s' if count != 1 else ''}" if count else ""
     if files:
-        named = ", ".join(files)
+        from ctcli.report import escape_controls
+
+        named = escape_controls(", ".join(files))
         what = (
             f"{what} and the profiles of every event in {named}"
             if what
