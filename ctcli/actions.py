@@ -414,11 +414,109 @@ def _created_at(event: Mapping[str, Any], mapping: FieldMapping, now: int) -> in
         raise InvalidEvent(str(exc)) from None
 
 
+# Keys the common pass leaves to the general one: spellings that change or combine other keys,
+# and every CleverTap standard key but the few the common pass checks itself.
+_GENERAL_KEYS = frozenset(
+    {"firstName", "lastName", "birthday", "DOB"} | (STANDARD_KEYS - {"Photo"})
+)
+
+
+def _map_common(event: dict[str, Any], convert: bool, now: int) -> dict[str, Any] | None:
+    """map_upload's result for the common shape in one pass, or None when unsure.
+
+    The common shape: a string userId, a non-empty traits object, an ISO-8601 or absent
+    timestamp, and trait values that are strings, whole numbers, booleans or finite floats,
+    under custom keys or name/email/phone/gender/avatar. Anything else (or anything CleverTap
+    would refuse, so that the reason is the general pass's) goes to the general pass, which
+    gives the same answer for everything this one answers.
+    """
+    identity = event.get("userId")
+    if type(identity) is not str or not identity or identity.isspace():
+        return None
+    traits = event.get("traits")
+    if type(traits) is not dict or not traits:
+        return None
+    properties = event.get("properties")
+    if properties is not None and type(properties) is not dict:
+        return None  # refused even beside traits: the general pass says why
+    stamp = event.get("timestamp")
+    if stamp is None or stamp == "":
+        ts = now
+    elif type(stamp) is str:
+        ts = iso8601_to_epoch(stamp.strip())
+        if ts is None:
+            return None
+    else:
+        return None
+    to_epoch = iso8601_to_epoch
+    renamed = _SEGMENT_TO_CLEVERTAP
+    general = _GENERAL_KEYS
+    profile: dict[str, Any] = {}
+    custom = 0
+    for key, value in traits.items():
+        if value is None:
+            continue
+        if key in general or len(key) > _KEY_SAFE_CHARS:
+            return None
+        kind = type(value)
+        if kind is str:
+            if convert and len(value) >= 10 and value[4] == "-":
+                epoch = to_epoch(value)
+                if epoch is not None:
+                    value = epoch
+                    kind = int
+            if kind is str and len(value) > _VALUE_SAFE_CHARS:
+                return None
+        elif kind is int:
+            if not _MIN_INT64 <= value <= _MAX_INT64:
+                return None
+        elif kind is float:
+            if not math.isfinite(value):
+                return None
+        elif kind is not bool:
+            return None  # lists and objects: the general pass shapes them
+        target = renamed.get(key)
+        if target is None:
+            custom += 1
+            profile[key] = value
+            continue
+        if target in traits:
+            return None  # both spellings: the general pass decides which wins
+        if target == "Email":
+            if kind is not str or _EMAIL.fullmatch(value) is None:
+                return None
+        elif target == "Phone":
+            if kind is not str or _PHONE.fullmatch(value) is None:
+                return None
+        elif target == "Gender":
+            value = _GENDERS.get(value.strip().lower()) if kind is str else None
+            if value is None:
+                return None
+        profile[target] = value
+    if custom > _MAX_CUSTOM:
+        return None
+    return {"type": "profile", "identity": identity, "ts": ts, "profileData": profile}
+
+
 def map_upload(event: Mapping[str, Any], mapping: FieldMapping, *, now: int) -> dict[str, Any]:
     """The CleverTap profile record for a User Upload; InvalidEvent with the reason otherwise.
 
     `now` (epoch seconds) is the Created At of events that carry none.
     """
+    if (
+        type(event) is dict
+        and mapping.identity == "userId"
+        and mapping.created_at == "timestamp"
+        and mapping.attributes is None
+        and not mapping.raw_traits
+    ):
+        record = _map_common(event, mapping.convert_timestamps, now)
+        if record is not None:
+            return record
+    return _map_general(event, mapping, now)
+
+
+def _map_general(event: Mapping[str, Any], mapping: FieldMapping, now: int) -> dict[str, Any]:
     identity = _require_identity(event, mapping)
     ts = _created_at(event, mapping, now)
     attributes, source = _person_attributes(event, mapping)

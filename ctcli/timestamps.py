@@ -16,17 +16,15 @@ from typing import Any
 __all__ = ["convert_timestamps", "iso8601_to_epoch", "parse_created_at"]
 
 # ASCII digits only: `\d` would also accept Arabic-Indic and other Unicode digits.
-_ISO = re.compile(
-    r"([0-9]{4})-([0-9]{2})-([0-9]{2})"
-    r"(?:T([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:\.[0-9]{1,9})?)?"
-    r"(?:Z|([+-])([0-9]{2}):?([0-9]{2}))?)?"
-)
+_ISO_SHAPE = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"(?:T[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,9})?)?(?:Z|[+-][0-9]{2}:?[0-9]{2})?)?"
+).fullmatch
+_from_iso = datetime.fromisoformat
 # "YYYY-MM-DD" is 10 characters; the longest form, "YYYY-MM-DDTHH:MM:SS.fffffffff+HH:MM", is 35.
 _MIN_LEN = 10
 _MAX_LEN = 35
 
-_DAYS_IN_MONTH = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
-_DAYS_BEFORE_MONTH = (0, 0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334)
 # date(1970, 1, 1).toordinal(): proleptic Gregorian day number of the Unix epoch.
 _EPOCH_ORDINAL = 719163
 
@@ -58,56 +56,31 @@ _NAMED_ZONES: dict[str, int] = {
 }
 
 
-def _is_leap(year: int) -> bool:
-    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
-
-
 def iso8601_to_epoch(value: str) -> int | None:
     """Epoch seconds of a strict ISO-8601 string (fraction floored), or None when it is not one."""
     n = len(value)
     # Cheap rejections first: almost every attribute string fails one of these.
     if n < _MIN_LEN or n > _MAX_LEN or value[4] != "-" or value[7] != "-":
         return None
-    m = _ISO.fullmatch(value)
-    if m is None:
+    if _ISO_SHAPE(value) is None:
         return None
-    ys, mos, ds, hs, mis, ss, sign, ohs, oms = m.groups()
-    year = int(ys)
-    month = int(mos)
-    day = int(ds)
-    if year < 1 or month < 1 or month > 12 or day < 1:
+    # The shape is ours (ASCII digits, the forms above); the calendar is datetime's: a day
+    # that does not exist, hour 24 or second 60 raise here.
+    try:
+        moment = _from_iso(value)
+    except ValueError:
         return None
-    leap = _is_leap(year)
-    if day > _DAYS_IN_MONTH[month] + (1 if month == 2 and leap else 0):
-        return None
-    y1 = year - 1
-    ordinal = (
-        y1 * 365
-        + y1 // 4
-        - y1 // 100
-        + y1 // 400
-        + _DAYS_BEFORE_MONTH[month]
-        + (1 if month > 2 and leap else 0)
-        + day
-    )
-    seconds = (ordinal - _EPOCH_ORDINAL) * 86400
-    if hs is None:
-        return seconds
-    hour = int(hs)
-    minute = int(mis)
-    second = int(ss) if ss is not None else 0
-    if hour > 23 or minute > 59 or second > 59:
-        return None
-    seconds += hour * 3600 + minute * 60 + second
-    if sign is not None:
-        off_h = int(ohs)
-        off_m = int(oms)
-        if off_h > 23 or off_m > 59:
-            return None
-        offset = off_h * 3600 + off_m * 60
-        # Local time = UTC + offset, so UTC = local - offset.
-        seconds = seconds - offset if sign == "+" else seconds + offset
-    # The fraction is non-negative and everything else is whole, so ignoring it is the floor.
+    seconds = (
+        (moment.toordinal() - _EPOCH_ORDINAL) * 86400
+        + moment.hour * 3600
+        + moment.minute * 60
+        + moment.second
+    )  # microseconds are left out: the fraction is non-negative, so this is the floor
+    offset = moment.utcoffset()
+    if offset is not None:
+        if value[-1] != "Z" and value[-2:] > "59":
+            return None  # datetime takes +05:60 as 06:00; it is no offset
+        seconds -= offset.days * 86400 + offset.seconds  # local = UTC + offset
     return seconds
 
 
