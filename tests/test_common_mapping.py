@@ -68,6 +68,44 @@ def events(draw: Any) -> dict[str, Any]:
     return event
 
 
+common_values = {
+    "name": st.sampled_from(["Ada", "2024-03-01", "", " "]),
+    "email": st.sampled_from(["ada@example.com", "bad@", "2024-03-01", "a" * 130 + "@x.io"]),
+    "phone": st.sampled_from(["+14155550100", "+0123", "555-0100", "+1" + "9" * 14]),
+    "gender": st.sampled_from(["female", "M", " Male ", "x", "u"]),
+    "avatar": st.sampled_from(["https://x/y.png", "2021-06-01"]),
+    "plan": st.one_of(texts, st.integers(), st.booleans()),
+    "signup": iso_texts,
+    "logins": st.integers(min_value=-(2**65), max_value=2**65),
+    "ltv": st.floats(allow_nan=True, allow_infinity=True),
+    "tags": st.lists(st.text(max_size=3), max_size=2),
+    "Name": st.sampled_from(["Ada"]),
+    "k" * 31: st.just("v"),
+}
+
+
+@st.composite
+def common_events(draw: Any) -> dict[str, Any]:
+    chosen = draw(st.lists(st.sampled_from(sorted(common_values)), min_size=1, max_size=6))
+    event: dict[str, Any] = {
+        "type": "identify",
+        "userId": draw(st.sampled_from(["u1", "user-2", "", " "])),
+        "traits": {key: draw(common_values[key]) for key in chosen},
+    }
+    if draw(st.booleans()):
+        event["timestamp"] = draw(st.one_of(iso_texts, st.none(), st.integers(0, 2**35)))
+    return event
+
+
+@settings(max_examples=3000, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(event=common_events(), convert=st.booleans())
+def test_the_one_pass_mapping_of_common_events_is_the_general_one(event, convert):
+    mapping = FieldMapping(convert_timestamps=convert)
+    fused = _map_common(event, convert, NOW)
+    if fused is not None:
+        assert fused == general(event, mapping)
+
+
 def general(event: dict[str, Any], mapping: FieldMapping) -> dict[str, Any] | str:
     try:
         return _map_general(event, mapping, NOW)
