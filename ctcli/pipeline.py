@@ -308,8 +308,15 @@ class Pipeline:
         if not subscriptions:
             self._settle_now(item, None, Status.SKIPPED, None)
             return
-        kind, name = _describe(event)
-        slot = _Slot(item, [None] * len(subscriptions), len(subscriptions), kind, name)
+        kind = event.get("type")
+        name = event.get("event")
+        slot = _Slot(
+            item,
+            [None] * len(subscriptions),
+            len(subscriptions),
+            kind if type(kind) is str else None,
+            name if type(name) is str else None,
+        )
         self._slots.append(slot)
         for index, subscription in enumerate(subscriptions):
             action = subscription.action
