@@ -130,14 +130,6 @@ class _Slot:
     name: str | None = None  # the event's name (track events), for its results
 
 
-def _describe(event: dict[str, Any] | None) -> tuple[str | None, str | None]:
-    if event is None:
-        return None, None
-    kind = event.get("type")
-    name = event.get("event")
-    return (kind if isinstance(kind, str) else None, name if isinstance(name, str) else None)
-
-
 # HTTP answers that mean "this request, now" rather than "this record": a merged record that got
 # one is not taken apart, since its events would only meet the same fate one by one.
 _NOT_ABOUT_THE_RECORD = frozenset({401, 403, 408, 429, 500, 502, 503, 504})
@@ -146,6 +138,57 @@ _NOT_ABOUT_THE_RECORD = frozenset({401, 403, 408, 429, 500, 502, 503, 504})
 def _about_the_record(outcome: Any) -> bool:
     code = outcome.code
     return code is not None and code not in _NOT_ABOUT_THE_RECORD
+
+
+# What becomes of one item, decided without any bookkeeping, so it can be done anywhere (in a
+# worker process too): (type, event name, entries), where entries is one
+# (action, identity, status, payload-or-error) per subscription (status None: send the payload),
+# or, for an item that settles alone, its status (INVALID, SKIPPED).
+Entry = tuple[Action, str | None, Status | None, Any]
+Prepared = tuple[str | None, str | None, list[Entry] | Status]
+
+
+def prepare(item: InputItem, router: Router, *, now: int, send: bool) -> Prepared:
+    """Route and map one item; the records to send, or each result known already.
+
+    With `send` false (a dry run) what would be sent is `dry-run`.
+    """
+    event = item.event
+    if event is None:
+        return None, None, Status.INVALID
+    kind = event.get("type")
+    name = event.get("event")
+    kind = kind if type(kind) is str else None
+    name = name if type(name) is str else None
+    subscriptions = router(item)
+    if not subscriptions:
+        return kind, name, Status.SKIPPED
+    entries: list[Entry] = []
+    for subscription in subscriptions:
+        action = subscription.action
+        try:
+            if action is Action.UPLOAD:
+                payload: Any = map_upload(event, subscription.mapping, now=now)
+                identity = payload["identity"]
+            else:
+                payload = identity = map_delete(event, subscription.mapping)
+        except (InvalidEvent, RecursionError) as exc:
+            reason = str(exc) if isinstance(exc, InvalidEvent) else "nested too deeply"
+            entries.append(
+                (action, identity_of(event, subscription.mapping), Status.INVALID, reason)
+            )
+            continue
+        superseded = item.superseded
+        if superseded is not None:
+            payload, gone = superseded.trim(action, payload)
+            if gone:
+                entries.append((action, identity, Status.SUPERSEDED, gone))
+                continue
+        if send:
+            entries.append((action, identity, None, payload))
+        else:
+            entries.append((action, identity, Status.DRY_RUN, None))
+    return kind, name, entries
 
 
 class Pipeline:
@@ -188,6 +231,7 @@ class Pipeline:
         # flat however slow one request is, and a killed run re-sends little.
         self._max_unsettled = options.max_waiting_events or (self._max_out + 2) * options.batch_size
         self._watched = options.watched  # identities whose failures a later delivery supersedes
+        self._dry_run = options.dry_run
         self._refused: CredentialsRejected | None = None
         self._executor: ThreadPoolExecutor | None = None
         self.summary = Summary()
@@ -300,55 +344,28 @@ class Pipeline:
 
     def _admit(self, item: InputItem) -> None:
         self.summary.events += 1
-        event = item.event
-        if event is None:
-            self._settle_now(item, self._options.default_action, Status.INVALID, item.error)
+        prepared = item.prepared
+        if prepared is None:
+            prepared = prepare(item, self._router, now=int(self._now()), send=not self._dry_run)
+        kind, name, entries = prepared
+        if type(entries) is not list:
+            action = self._options.default_action if entries is Status.INVALID else None
+            self._settle_now(item, action, entries, item.error, kind, name)
             return
-        subscriptions = self._router(item)
-        if not subscriptions:
-            self._settle_now(item, None, Status.SKIPPED, None)
-            return
-        kind = event.get("type")
-        name = event.get("event")
-        slot = _Slot(
-            item,
-            [None] * len(subscriptions),
-            len(subscriptions),
-            kind if type(kind) is str else None,
-            name if type(name) is str else None,
-        )
+        slot = _Slot(item, [None] * len(entries), len(entries), kind, name)
         self._slots.append(slot)
-        for index, subscription in enumerate(subscriptions):
-            action = subscription.action
-            try:
-                if action is Action.UPLOAD:
-                    payload: Any = map_upload(event, subscription.mapping, now=int(self._now()))
-                    identity = payload["identity"]
-                else:
-                    payload = identity = map_delete(event, subscription.mapping)
-            except (InvalidEvent, RecursionError) as exc:
-                identity = identity_of(event, subscription.mapping)
-                reason = str(exc) if isinstance(exc, InvalidEvent) else "nested too deeply"
-                result = self._result(slot, action, identity, Status.INVALID, None, reason)
+        for index, (action, identity, status, detail) in enumerate(entries):
+            if status is not None:
+                result = self._result(slot, str(action), identity, status, None, detail)
+            elif self._refused is not None:
+                result = self._result(
+                    slot, str(action), identity, Status.FAILED, self._refused_code(),
+                    CREDENTIALS_REFUSED,
+                )  # fmt: skip
             else:
-                superseded = item.superseded
-                if superseded is not None:
-                    payload, gone = superseded.trim(action, payload)
-                    if gone:
-                        result = self._result(slot, action, identity, Status.SUPERSEDED, None, gone)
-                        self._fill(slot, index, result)
-                        continue
-                if self._options.dry_run:
-                    result = self._result(slot, action, identity, Status.DRY_RUN, None, None)
-                elif self._refused is not None:
-                    result = self._result(
-                        slot, action, identity, Status.FAILED, self._refused_code(),
-                        CREDENTIALS_REFUSED,
-                    )  # fmt: skip
-                else:
-                    work = Work(action, identity, payload, [(slot, index)])
-                    self._scheduler.add(work, time.monotonic())
-                    continue
+                work = Work(action, identity, detail, [(slot, index)])
+                self._scheduler.add(work, time.monotonic())
+                continue
             self._fill(slot, index, result)
         if not self._options.keep_events:
             item.event = None  # fewer live objects while batches are in flight
@@ -359,9 +376,14 @@ class Pipeline:
         return self._options.now()
 
     def _settle_now(
-        self, item: InputItem, action: str | None, status: Status, error: str | None
+        self,
+        item: InputItem,
+        action: str | None,
+        status: Status,
+        error: str | None,
+        kind: str | None,
+        name: str | None,
     ) -> None:
-        kind, name = _describe(item.event)
         result = Result(item.source, item.line, kind, name, action, None, status, None, error)
         slot = _Slot(item, [result], 0)
         self._slots.append(slot)
