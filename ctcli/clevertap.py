@@ -273,10 +273,11 @@ class CleverTapClient:
         """True once CleverTap refused the credentials; nothing more is sent after that."""
         return self._rejection is not None
 
-    def upload(self, records: list[dict[str, Any]]) -> list[Outcome]:
+    def upload(self, records: list[dict[str, Any] | bytes]) -> list[Outcome]:
         """Upload profile records in one request (split only to isolate a bad record).
 
-        Returns one Outcome per record, in order. Raises CredentialsRejected on 401/403.
+        A record is a dict, or its JSON already encoded (bytes). Returns one Outcome per record,
+        in order. Raises CredentialsRejected on 401/403.
         """
         self._refuse_if_rejected()
         if len(records) > MAX_UPLOAD_RECORDS:
@@ -310,7 +311,7 @@ class CleverTapClient:
         if not items:
             return []
         try:
-            body = orjson.dumps({key: items})
+            body = orjson.dumps({key: items}, default=_encoded)
         except orjson.JSONEncodeError:
             return self._send_encodable(url, key, items, budget)
         reply = self._exchange(url, body, budget)
@@ -364,7 +365,7 @@ class CleverTapClient:
         for index, item in enumerate(items):
             try:
                 # Inside the same envelope: nesting depth counts against orjson's limit too.
-                orjson.dumps({key: [item]})
+                orjson.dumps({key: [item]}, default=_encoded)
             except orjson.JSONEncodeError as exc:
                 outcomes[index] = Outcome(ok=False, error=f"cannot be sent as JSON: {exc}")
             else:
@@ -567,7 +568,11 @@ def _echo_index(echo: object, items: list[Any], outcomes: list[Outcome | None]) 
     """Find the item CleverTap echoed back: an equal item first, else one with its identity."""
     if echo is None:
         return None
-    candidates = [index for index, item in enumerate(items) if item == echo]
+    candidates = [
+        index
+        for index, item in enumerate(items)
+        if (orjson.loads(item) if type(item) is bytes else item) == echo
+    ]
     if not candidates:
         identity = _identity_of(echo)
         if identity is None:
@@ -579,7 +584,16 @@ def _echo_index(echo: object, items: list[Any], outcomes: list[Outcome | None]) 
     return candidates[0] if candidates else None
 
 
+def _encoded(value: object) -> orjson.Fragment:
+    """Records may come JSON-encoded already (bytes): they go into the body as they are."""
+    if type(value) is bytes:
+        return orjson.Fragment(value)
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+
+
 def _identity_of(item: object) -> str | None:
+    if type(item) is bytes:
+        item = orjson.loads(item)
     if isinstance(item, str):
         return item
     if isinstance(item, dict):

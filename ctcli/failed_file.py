@@ -38,6 +38,8 @@ class FailedFile:
         line: dict[str, object] = {"ctcli": FAILED_LINE_MARK}
         if item.event is not None:
             line["event"] = item.event
+        elif item.event_json is not None:
+            line["event"] = orjson.Fragment(item.event_json)
         elif item.raw is not None and not _is_utf8(item.raw):
             # Bytes that are not UTF-8: kept exactly, so a re-drive refuses them again.
             line["event"] = None

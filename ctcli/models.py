@@ -39,6 +39,7 @@ class InputItem:
     superseded: Any = None
     marker: bool = False  # a --failed file's line that says a later event superseded failures
     prepared: Any = None  # routed and mapped already (pipeline.prepare), e.g. by a worker
+    event_json: bytes | None = None  # the event, JSON-encoded, when `event` was not kept
 
 
 @dataclass(frozen=True, slots=True)

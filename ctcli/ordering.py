@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from ctcli.actions import InvalidEvent, validate_profile_data
 from ctcli.models import Action
 
@@ -64,6 +66,11 @@ class Batch:
 class _Lane:
     out: Work  # in an open batch, waiting to be sent, or in flight
     waiting: deque[Work] = field(default_factory=deque)
+
+
+def decoded(payload: Any) -> Any:
+    """A record that may have come JSON-encoded (bytes, from a worker process), as a dict."""
+    return orjson.loads(payload) if type(payload) is bytes else payload
 
 
 def _plain(profile: dict[str, Any]) -> bool:
@@ -201,7 +208,7 @@ class Scheduler:
         if into.action is not work.action or into.alone:
             return False
         if work.action is Action.UPLOAD:
-            payload = merged_upload(into.payload, work.payload)
+            payload = merged_upload(decoded(into.payload), decoded(work.payload))
             if payload is None:
                 return False
         else:

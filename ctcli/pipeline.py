@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from ctcli.actions import InvalidEvent, identity_of, map_delete, map_upload
 from ctcli.errors import CredentialsRejected, ExitStatus
 from ctcli.models import Action, InputItem, Result, Status
-from ctcli.ordering import Batch, Scheduler, Work
+from ctcli.ordering import Batch, Scheduler, Work, decoded
 from ctcli.subscriptions import Subscription
 
 CREDENTIALS_REFUSED = "credentials refused"
@@ -31,7 +31,7 @@ class Sender(Protocol):
     requests: int
     retries: int
 
-    def upload(self, records: list[dict[str, Any]]) -> list[Any]: ...
+    def upload(self, records: list[dict[str, Any] | bytes]) -> list[Any]: ...
 
     def delete(self, identities: list[str]) -> list[Any]: ...
 
@@ -506,7 +506,7 @@ class Pipeline:
             return None
         if work.action is Action.DELETE:
             return ()
-        return tuple(work.payload["profileData"])
+        return tuple(decoded(work.payload)["profileData"])
 
     def _refused_code(self) -> int | None:
         return getattr(self._refused, "status_code", None)

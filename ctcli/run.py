@@ -24,6 +24,7 @@ from ctcli.models import Action, FieldMapping, InputItem, Result, Status
 from ctcli.pipeline import Pipeline, PipelineOptions, Sender, Summary, with_ticks
 from ctcli.state import StateFile
 from ctcli.subscriptions import Subscription, build_subscriptions, route
+from ctcli.worker import read_prepared, worth_a_worker
 
 SANDBOX_PROJECT_ID = "sandbox"
 
@@ -152,11 +153,16 @@ def is_stream(name: str) -> bool:
     return name == "-" or not os.path.isfile(name)
 
 
+# Reads one large file in a worker process: (name, start_offset, start_line) -> items.
+WorkerReader = Callable[[str, int, int], Iterator[InputItem]]
+
+
 def read_inputs(
     inputs: Sequence[str],
     stdin: BinaryIO | None,
     state: StateFile | None = None,
     note: Callable[[str], None] = lambda message: None,
+    worker: WorkerReader | None = None,
 ) -> Iterator[InputItem]:
     """Every item of every input, picking each file up where its checkpoint left it.
 
@@ -166,7 +172,7 @@ def read_inputs(
     errors: list[InputError] = []
     for name in inputs:
         try:
-            yield from _read_input(name, stdin, state, note)
+            yield from _read_input(name, stdin, state, note, worker)
         except InputError as exc:
             errors.append(exc)
     if len(errors) == 1:
@@ -180,21 +186,29 @@ def _read_input(
     stdin: BinaryIO | None,
     state: StateFile | None,
     note: Callable[[str], None],
+    worker: WorkerReader | None = None,
 ) -> Iterator[InputItem]:
     from ctcli.sources import read_source
 
     if state is None or name == "-":
-        yield from read_source(name, stdin=stdin)
+        if worker is not None and name != "-" and worth_a_worker(name, streams=False):
+            yield from worker(name, 0, 0)
+        else:
+            yield from read_source(name, stdin=stdin)
         return
     resume, discarded = state.resume_point(name)
     if discarded:
         note(discarded)
     state.begin_file(name)
+    use_worker = worker is not None and worth_a_worker(name, streams=False)
     if resume is None:
-        yield from read_source(name)
+        yield from worker(name, 0, 0) if use_worker else read_source(name)  # type: ignore[misc]
     elif resume.offset is not None:
         note(f"{name}: resuming after line {resume.line} (checkpoint in {state.path})")
-        yield from read_source(name, start_offset=resume.offset, start_line=resume.line)
+        if use_worker:
+            yield from worker(name, resume.offset, resume.line)  # type: ignore[misc]
+        else:
+            yield from read_source(name, start_offset=resume.offset, start_line=resume.line)
     else:
         note(f"{name}: skipping the {resume.line} items settled by an earlier run")
         # By count, not by number: in NDJSON, envelope items are numbered by position and
@@ -285,10 +299,21 @@ def execute(
                 if time.monotonic() - last_save > 1.0:
                     save_checkpoint()
 
+        streams = any(is_stream(name) for name in settings.inputs)
+        keep_events = failed is not None
+        worker: WorkerReader | None = None
+        if not streams:
+
+            def worker(name: str, offset: int, line: int) -> Iterator[InputItem]:
+                return read_prepared(
+                    name, router, send=not settings.dry_run, keep_events=keep_events,
+                    start_offset=offset, start_line=line,
+                )  # fmt: skip
+
         items: Iterable[InputItem | None] = itertools.chain(
-            settings.arg_items, read_inputs(settings.inputs, stdin, state, note)
+            settings.arg_items, read_inputs(settings.inputs, stdin, state, note, worker)
         )
-        if any(is_stream(name) for name in settings.inputs):
+        if streams:
             items = with_ticks(items)  # type: ignore[arg-type]
         default_action = None if settings.mode == "replay" else settings.mode
         pipeline = Pipeline(
@@ -300,8 +325,9 @@ def execute(
                 concurrency=settings.concurrency,
                 dry_run=settings.dry_run,
                 default_action=default_action,
-                keep_events=failed is not None,  # only the failed file needs them once mapped
-                watched=failed.failed_identities if failed is not None else None,
+                keep_events=keep_events,  # only the failed file needs them once mapped
+                # A copy: the pipeline adds failures when known, the failed file when written.
+                watched=set(failed.failed_identities) if failed is not None else None,
             ),
             stop=stop,
             on_idle=flush_outputs,

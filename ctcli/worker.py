@@ -1,0 +1,158 @@
+"""Reading, parsing and mapping a large file in a second process, so both cores do work.
+
+Parsing JSON and mapping events is most of ctcli's CPU per event. For a large regular NDJSON
+file a forked worker process reads the file, routes and maps each item (`pipeline.prepare`) and
+hands the main process blocks of ready items: the records to send already JSON-encoded, every
+result known in advance (invalid, skipped, dry-run, superseded) already decided. The main process
+keeps everything that has to be in one place: HTTP, per-identity order, backpressure, signals,
+the failed file and the checkpoint. The pipe between them is bounded, so when the main process
+stops taking items (backpressure, a stop), the worker waits.
+
+Pipes, stdin and small files keep the one-process path: a fork costs more than it saves there.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import orjson
+
+from ctcli.errors import InputError
+from ctcli.models import Action, InputItem
+
+# Below this, one process is as fast: the fork and the pipe cost more than parsing saves.
+MIN_FILE_BYTES = 8 * 1024 * 1024
+_BLOCK = 256  # items per message
+_END = "end"
+_READ_ERROR = "read-error"
+_BUG = "bug"
+
+Router = Callable[[InputItem], Sequence[Any]]
+
+
+def worth_a_worker(name: str, *, streams: bool) -> bool:
+    """Whether `name` is read by a worker: a regular file, large enough, forking allowed."""
+    if streams or name == "-" or os.environ.get("CTCLI_WORKERS") == "0":
+        return False
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return False
+    try:
+        return os.path.isfile(name) and os.path.getsize(name) >= MIN_FILE_BYTES
+    except OSError:
+        return False
+
+
+def read_prepared(
+    name: str,
+    router: Router,
+    *,
+    send: bool,
+    keep_events: bool,
+    start_offset: int = 0,
+    start_line: int = 0,
+) -> Iterator[InputItem]:
+    """The items of file `name`, read, routed and mapped in a worker process (`prepared` set).
+
+    `keep_events`: the failed file may need each event, so it travels along, JSON-encoded.
+    """
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    worker = context.Process(
+        target=_work,
+        args=(sender, name, router, send, keep_events, start_offset, start_line),
+        name="ctcli-parse",
+        daemon=True,
+    )
+    worker.start()
+    sender.close()
+    try:
+        while True:
+            try:
+                message = receiver.recv()
+            except EOFError:
+                raise InputError(f"cannot read {name!r}: the reading process ended early") from None
+            kind = message[0]
+            if kind == _END:
+                return
+            if kind == _READ_ERROR:
+                raise InputError(message[1])
+            if kind == _BUG:
+                raise RuntimeError(f"while reading {name!r}: {message[1]}")
+            for fields in message[1]:
+                yield _item(name, fields)
+    finally:
+        receiver.close()
+        if worker.is_alive():
+            worker.kill()
+        worker.join()
+
+
+def _item(source: str, fields: tuple[Any, ...]) -> InputItem:
+    line, end_offset, file_line, error, raw, only, event_json, prepared = fields
+    item = InputItem(source, line, None, error, raw, end_offset, only, file_line)
+    item.prepared = prepared
+    item.event_json = event_json
+    return item
+
+
+def _work(
+    sender: Any,
+    name: str,
+    router: Router,
+    send: bool,
+    keep_events: bool,
+    start_offset: int,
+    start_line: int,
+) -> None:
+    # The main process handles Ctrl-C and SIGTERM and ends this one; a traceback from here
+    # would only be noise on the terminal.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    from ctcli.pipeline import prepare
+    from ctcli.sources import read_source
+
+    try:
+        block: list[tuple[Any, ...]] = []
+        now = int(time.time())
+        items = read_source(name, start_offset=start_offset, start_line=start_line)
+        for count, item in enumerate(items, 1):
+            if count % _BLOCK == 0:
+                now = int(time.time())
+            prepared = prepare(item, router, now=now, send=send)
+            entries = prepared[2]
+            if type(entries) is list:
+                for index, (action, identity, status, detail) in enumerate(entries):
+                    if status is None and action is Action.UPLOAD:
+                        entries[index] = (action, identity, None, _encode(detail))
+            event_json = _encode(item.event) if keep_events and item.event is not None else None
+            block.append(
+                (item.line, item.end_offset, item.file_line, item.error, item.raw,
+                 item.only_action, event_json, prepared)
+            )  # fmt: skip
+            if len(block) >= _BLOCK:
+                sender.send(("items", block))
+                block = []
+        if block:
+            sender.send(("items", block))
+        sender.send((_END,))
+    except InputError as exc:
+        sender.send((_READ_ERROR, str(exc)))
+    except BrokenPipeError:
+        pass  # the main process stopped reading: nothing more to say
+    except Exception as exc:  # a bug: the main process reports it
+        sender.send((_BUG, f"{type(exc).__name__}: {exc}"))
+    finally:
+        sender.close()
+
+
+def _encode(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # integers beyond 64 bits, which the standard library keeps exact
+        return json.dumps(value, ensure_ascii=False).encode()
