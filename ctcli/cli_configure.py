@@ -115,6 +115,8 @@ def configure(
     """
     env = os.environ
     path = config.config_path(env)
+    # Before any warning or prompt: a file ctcli will not use gets one line, and nothing else.
+    config.check_config_file(path)
     writes = any(v is not None for v in (project_id, region, endpoint)) or passcode_stdin
 
     if list_profiles:

@@ -204,16 +204,79 @@ def _check_profile_table(path: Path, name: str, table: object) -> None:
         )
 
 
-def load_config(path: Path) -> dict[str, Any]:
-    """Read and structurally check the config file; {} when it does not exist."""
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _kind_of(mode: int) -> str:
+    for is_kind, kind in _FILE_KINDS:
+        if is_kind(mode):
+            return kind
+    return "not a regular file"
+
+
+def _require_regular(path: Path, info: os.stat_result) -> None:
+    # Reading a FIFO blocks, and replacing a device or a socket destroys it: only a regular
+    # file is ever read or replaced.
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(
+            f"config file {path} is {_kind_of(info.st_mode)}, not a regular file: "
+            f"point {ENV_CONFIG} at a regular file"
+        )
+
+
+def _stat_config(path: Path) -> os.stat_result | None:
+    """The config file's status (through a symlink), None when it is absent; raises
+    ConfigError when it is not a regular file. Never opens it, so it cannot block."""
     try:
-        raw = path.read_bytes()
+        info = os.stat(path)
     except FileNotFoundError:
-        return {}
-    except IsADirectoryError:
-        raise ConfigError(f"config file {path} is a directory") from None
+        return None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    _require_regular(path, info)
+    return info
+
+
+def check_config_file(path: Path) -> None:
+    """Raise ConfigError unless the config file is absent or a regular file."""
+    _stat_config(path)
+
+
+def _read_config_bytes(path: Path) -> bytes | None:
+    """The config file's bytes, None when absent, after the checks of `check_config_file`."""
+    if _stat_config(path) is None:
+        return None
+    try:
+        # O_NONBLOCK: if a FIFO took the file's place since the stat, opening it cannot hang.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as handle:
+        # Checked again on what was opened: that is what is read, whatever the path names now.
+        info = os.fstat(handle.fileno())
+        _require_regular(path, info)
+        try:
+            return handle.read()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    """Read and structurally check the config file; {} when it does not exist.
+
+    Refused (ConfigError): anything but a regular file, never opened in a way that could block.
+    """
+    raw = _read_config_bytes(path)
+    if raw is None:
+        return {}
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
@@ -333,12 +396,16 @@ def resolve_profile(
 
 
 def permission_warning(path: Path) -> str | None:
-    """A one-line warning when group or others can read or write the existing file at `path`;
-    None when it is private or absent. Callers add their own prefix ("ctcli: warning: ")."""
+    """A one-line warning when group or others can read or write the existing regular file at
+    `path`; None when it is private, absent or not a regular file (`load_config` refuses that).
+    Callers add their own prefix ("ctcli: warning: ")."""
     try:
-        mode = stat.S_IMODE(path.stat().st_mode)
+        info = path.stat()
     except OSError:
         return None
+    if not stat.S_ISREG(info.st_mode):
+        return None
+    mode = stat.S_IMODE(info.st_mode)
     if not mode & 0o066:
         return None
     return (
@@ -361,6 +428,7 @@ def _write_private(path: Path, content: bytes) -> None:
             tmp.write(content)
             tmp.flush()
             os.fsync(tmp.fileno())
+        _stat_config(path)  # still a regular file or absent: never replace a device or a FIFO
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
@@ -394,7 +462,7 @@ def save_profile(
     """Create or update profile `name` in the config file, atomically and with mode 0600.
 
     Other profiles, and this profile's subscriptions and other keys, are kept. An endpoint of
-    None removes the profile's endpoint.
+    None removes the profile's endpoint. A file `load_config` refuses is left as it is.
     """
     validate_profile_name(name)
     validate_header_value("project id", project_id)

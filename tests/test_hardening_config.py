@@ -1,0 +1,211 @@
+"""The config file ctcli reads and writes must be a regular file.
+
+A FIFO, a device, a directory or a socket is refused without being opened in a way that could
+block, and is never replaced. FIFO cases run ctcli as a real process with a timeout, so a
+regression fails instead of hanging.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from ctcli import config
+from ctcli.cli import app
+
+PASSCODE = "HARDENING-PASSCODE-5521"
+RUN_TIMEOUT = 20  # seconds: a guard against a hung run, never a timing assertion
+OTHER_UID = 54321  # a user id no test process runs as
+
+runner = CliRunner()
+
+
+def clean_env(config_file: Path, **extra: str) -> dict[str, str]:
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("CLEVERTAP_", "CTCLI_"))
+    }
+    env.update(CTCLI_CONFIG=str(config_file), **extra)
+    return env
+
+
+def run_ctcli(
+    config_file: Path, *args: str, input: str = "", **env: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ctcli", *args],
+        env=clean_env(config_file, **env),
+        cwd=config_file.parent,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
+
+
+def invoke(config_file: Path, *args: str, input: str | None = None, **env: str) -> Result:
+    variables: dict[str, str | None] = {
+        name: None
+        for name in os.environ
+        if name.startswith(("CLEVERTAP_", "CTCLI_")) and name not in env
+    }
+    variables.update(CTCLI_CONFIG=str(config_file), **env)
+    return runner.invoke(app, list(args), input=input, env=variables)
+
+
+def one_error_line(stderr: str) -> str:
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("ctcli: error: "), stderr
+    return lines[0]
+
+
+def write_config(path: Path, text: str, mode: int = 0o600) -> Path:
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def profile_text(endpoint: str | None = None) -> str:
+    text = f'[profiles.default]\nproject_id = "FILE-ID"\npasscode = "{PASSCODE}"\n'
+    if endpoint:
+        text += f'endpoint = "{endpoint}"\n'
+    return text
+
+
+@pytest.fixture
+def events(tmp_path: Path) -> Path:
+    path = tmp_path / "events.ndjson"
+    path.write_text('{"type": "identify", "userId": "u1", "traits": {"plan": "pro"}}\n')
+    return path
+
+
+@pytest.fixture
+def fifo(tmp_path: Path) -> Path:
+    path = tmp_path / "config.toml"
+    os.mkfifo(path)
+    return path
+
+
+# --- not a regular file ----------------------------------------------------------------------
+
+
+def test_list_refuses_a_fifo_config_at_once(fifo: Path) -> None:
+    done = run_ctcli(fifo, "configure", "--list")
+    assert done.returncode == 2
+    line = one_error_line(done.stderr)
+    assert str(fifo) in line
+    assert "FIFO" in line
+    assert done.stdout == ""
+
+
+def test_upload_refuses_a_fifo_config_at_once(fifo: Path, events: Path) -> None:
+    done = run_ctcli(fifo, "upload", str(events), "--dry-run", "-o", "ndjson")
+    assert done.returncode == 2
+    assert str(fifo) in one_error_line(done.stderr)
+    assert done.stdout == ""
+
+
+def test_configure_refuses_to_write_over_a_fifo(fifo: Path) -> None:
+    done = run_ctcli(
+        fifo, "configure", "--project-id", "ID", "--passcode-stdin", input=PASSCODE + "\n"
+    )
+    assert done.returncode == 2
+    assert str(fifo) in one_error_line(done.stderr)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert sorted(p.name for p in fifo.parent.iterdir()) == ["config.toml"]  # no temp file left
+
+
+def test_list_refuses_a_directory_config(tmp_path: Path) -> None:
+    directory = tmp_path / "config.toml"
+    directory.mkdir()
+    result = invoke(directory, "configure", "--list")
+    assert result.exit_code == 2
+    line = one_error_line(result.stderr)
+    assert f"{directory} is a directory" in line
+
+
+def test_configure_refuses_to_write_over_a_directory(tmp_path: Path) -> None:
+    directory = tmp_path / "config.toml"
+    directory.mkdir()
+    result = invoke(directory, "configure", "--project-id", "ID", "--passcode-stdin", input="pc\n")
+    assert result.exit_code == 2
+    assert str(directory) in one_error_line(result.stderr)
+    assert directory.is_dir()
+    assert list(directory.iterdir()) == []
+
+
+def test_list_refuses_a_socket_config(tmp_path: Path) -> None:
+    path = tmp_path / "c.sock"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(path))
+        result = invoke(path, "configure", "--list")
+    assert result.exit_code == 2
+    assert f"{path} is a socket" in one_error_line(result.stderr)
+
+
+@pytest.fixture
+def null_device(tmp_path: Path) -> Path:
+    """A character device like /dev/null (1, 3), made for the test: the real one is not touched."""
+    path = tmp_path / "null"
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except (PermissionError, OSError) as exc:
+        pytest.skip(f"cannot create a device node here: {exc}")
+    return path
+
+
+def test_configure_never_replaces_a_device_with_the_passcode(null_device: Path) -> None:
+    result = invoke(
+        null_device, "configure", "--project-id", "ID", "--passcode-stdin", input=PASSCODE + "\n"
+    )
+    assert result.exit_code == 2
+    line = one_error_line(result.stderr)
+    assert f"{null_device} is a character device" in line
+    assert "chmod" not in result.stderr
+    assert stat.S_ISCHR(os.lstat(null_device).st_mode)
+    assert sorted(p.name for p in null_device.parent.iterdir()) == ["null"]
+
+
+def test_upload_refuses_a_device_config(null_device: Path, events: Path) -> None:
+    result = invoke(null_device, "upload", str(events), "--dry-run", "-o", "ndjson")
+    assert result.exit_code == 2
+    assert "character device" in one_error_line(result.stderr)
+
+
+def test_save_profile_refuses_a_fifo(fifo: Path) -> None:
+    outcome: list[BaseException | None] = []
+
+    def save() -> None:
+        try:
+            config.save_profile(
+                fifo, "default", project_id="ID", passcode=PASSCODE, region="eu1", endpoint=None
+            )
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    # A daemon thread: if opening the FIFO blocks, the test fails instead of hanging.
+    worker = threading.Thread(target=save, daemon=True)
+    worker.start()
+    worker.join(RUN_TIMEOUT)
+    assert outcome, "save_profile blocked on the FIFO"
+    assert isinstance(outcome[0], config.ConfigError)
+    assert "FIFO" in str(outcome[0])
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def test_a_symlink_to_a_regular_config_file_is_still_followed(tmp_path: Path) -> None:
+    real = write_config(tmp_path / "real.toml", profile_text())
+    link = tmp_path / "config.toml"
+    link.symlink_to(real)
+    assert config.load_config(link)["profiles"]["default"]["project_id"] == "FILE-ID"
