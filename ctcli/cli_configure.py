@@ -116,7 +116,7 @@ def configure(
     env = os.environ
     path = config.config_path(env)
     # Before any warning or prompt: a file ctcli will not use gets one line, and nothing else.
-    config.check_config_file(path)
+    config.check_config_file(path, env)
     writes = any(v is not None for v in (project_id, region, endpoint)) or passcode_stdin
 
     if list_profiles:
@@ -157,7 +157,7 @@ def _write(
 ) -> str:
     name = _profile_name(profile, env)
     exposed = config.permission_warning(path) is not None
-    current = config.profiles_in(config.load_config(path)).get(name, {})
+    current = config.profiles_in(config.load_config(path, env)).get(name, {})
     interactive = stdin_is_terminal()
 
     # Validate flags before asking anything, so a typo does not cost a round of prompts.
@@ -193,6 +193,7 @@ def _write(
         passcode=passcode,
         region=new_region or config.normalize_region(current_region),
         endpoint=new_endpoint,
+        env=env,
     )
     _message(f"Saved profile {name!r} to {path}")
     if exposed:
@@ -310,7 +311,7 @@ def _fix_hint(resolved: config.Profile) -> str:
 
 
 def _list(path: Path, profile: str | None, env: Mapping[str, str]) -> None:
-    profiles = config.profiles_in(config.load_config(path))
+    profiles = config.profiles_in(config.load_config(path, env))
     active = (profile or "").strip() or env.get(config.ENV_PROFILE, "").strip() or "default"
     if profile:
         if profile not in profiles:

@@ -45,6 +45,9 @@ ENV_REGION = "CLEVERTAP_REGION"
 ENV_ENDPOINT = "CLEVERTAP_ENDPOINT"
 ENV_PROFILE = "CTCLI_PROFILE"
 ENV_CONFIG = "CTCLI_CONFIG"
+# Set to "1" to use a config file that others could have written (group/other-writable, or
+# owned by another user): the passcode would then go wherever that file says.
+ENV_ALLOW_INSECURE_CONFIG = "CTCLI_ALLOW_INSECURE_CONFIG"
 
 # Setting name -> environment variable, in the order they are shown to users.
 SETTING_ENV: dict[str, str] = {
@@ -243,12 +246,47 @@ def _stat_config(path: Path) -> os.stat_result | None:
     return info
 
 
-def check_config_file(path: Path) -> None:
-    """Raise ConfigError unless the config file is absent or a regular file."""
-    _stat_config(path)
+def _foreign_owner(info: os.stat_result) -> bool:
+    # As ssh does: root may own the file too (root can change anything of the user's anyway).
+    return info.st_uid not in (os.getuid(), 0)
 
 
-def _read_config_bytes(path: Path) -> bytes | None:
+def insecurity(path: Path, info: os.stat_result) -> str | None:
+    """Why others could have changed the config file (and so where the passcode goes):
+    owned by another user, or writable by group or others; None when neither."""
+    if _foreign_owner(info):
+        return (
+            f"config file {path} is owned by another user (uid {info.st_uid}), who could change "
+            f"where the passcode is sent: run 'chown {os.getuid()} {path}' or move it away"
+        )
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o022:
+        return (
+            f"config file {path} is writable by group or others (mode {mode:04o}), who could "
+            f"change where the passcode is sent: check it, then run 'chmod 600 {path}'"
+        )
+    return None
+
+
+def _insecure_allowed(env: Mapping[str, str]) -> bool:
+    return env.get(ENV_ALLOW_INSECURE_CONFIG, "").strip() == "1"
+
+
+def _require_trusted(path: Path, info: os.stat_result, env: Mapping[str, str]) -> None:
+    reason = insecurity(path, info)
+    if reason and not _insecure_allowed(env):
+        raise ConfigError(reason)
+
+
+def check_config_file(path: Path, env: Mapping[str, str] = os.environ) -> None:
+    """Raise ConfigError unless the config file is absent, or a regular file that only its
+    owner can change ($CTCLI_ALLOW_INSECURE_CONFIG=1 lifts the second condition)."""
+    info = _stat_config(path)
+    if info is not None:
+        _require_trusted(path, info, env)
+
+
+def _read_config_bytes(path: Path, env: Mapping[str, str]) -> bytes | None:
     """The config file's bytes, None when absent, after the checks of `check_config_file`."""
     if _stat_config(path) is None:
         return None
@@ -263,18 +301,20 @@ def _read_config_bytes(path: Path) -> bytes | None:
         # Checked again on what was opened: that is what is read, whatever the path names now.
         info = os.fstat(handle.fileno())
         _require_regular(path, info)
+        _require_trusted(path, info, env)
         try:
             return handle.read()
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
 
 
-def load_config(path: Path) -> dict[str, Any]:
+def load_config(path: Path, env: Mapping[str, str] = os.environ) -> dict[str, Any]:
     """Read and structurally check the config file; {} when it does not exist.
 
-    Refused (ConfigError): anything but a regular file, never opened in a way that could block.
+    Refused (ConfigError): anything but a regular file, and a file others could have changed
+    (see `check_config_file`).
     """
-    raw = _read_config_bytes(path)
+    raw = _read_config_bytes(path, env)
     if raw is None:
         return {}
     try:
@@ -347,7 +387,7 @@ def resolve_profile(
     explicit = _nonempty(name) or _nonempty(env.get(ENV_PROFILE))
     profile_name = explicit or DEFAULT_PROFILE
     path = path if path is not None else config_path(env)
-    data = load_config(path)
+    data = load_config(path, env)
     profiles = profiles_in(data)
     table = profiles.get(profile_name, {})
 
@@ -397,14 +437,19 @@ def resolve_profile(
 
 def permission_warning(path: Path) -> str | None:
     """A one-line warning when group or others can read or write the existing regular file at
-    `path`; None when it is private, absent or not a regular file (`load_config` refuses that).
-    Callers add their own prefix ("ctcli: warning: ")."""
+    `path`, or another user owns it; None when it is private, absent or not a regular file
+    (`load_config` refuses that). Callers add their own prefix ("ctcli: warning: ")."""
     try:
         info = path.stat()
     except OSError:
         return None
     if not stat.S_ISREG(info.st_mode):
         return None
+    if _foreign_owner(info):
+        return (
+            f"config file {path} is owned by another user (uid {info.st_uid}) and holds "
+            f"passcodes: run 'chown {os.getuid()} {path}'"
+        )
     mode = stat.S_IMODE(info.st_mode)
     if not mode & 0o066:
         return None
@@ -458,6 +503,7 @@ def save_profile(
     passcode: str,
     region: str,
     endpoint: str | None,
+    env: Mapping[str, str] = os.environ,
 ) -> None:
     """Create or update profile `name` in the config file, atomically and with mode 0600.
 
@@ -471,7 +517,7 @@ def save_profile(
     endpoint = normalize_endpoint(endpoint) if endpoint else None
     # Write to the file a symlink points at, so dotfile managers keep their link.
     target = Path(os.path.realpath(path)) if path.is_symlink() else path
-    data = load_config(target)
+    data = load_config(target, env)
     profiles = data.setdefault("profiles", {})
     table = dict(profiles.get(name, {}))
     table.update(project_id=project_id, passcode=passcode, region=region)

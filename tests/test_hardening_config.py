@@ -1,8 +1,9 @@
-"""The config file ctcli reads and writes must be a regular file.
+"""The config file ctcli reads and writes must be a regular file that only its owner can change.
 
 A FIFO, a device, a directory or a socket is refused without being opened in a way that could
-block, and is never replaced. FIFO cases run ctcli as a real process with a timeout, so a
-regression fails instead of hanging.
+block, and is never replaced. A file others could have written is refused (it could send the
+passcode from the environment anywhere) unless CTCLI_ALLOW_INSECURE_CONFIG=1 says otherwise.
+FIFO cases run ctcli as a real process with a timeout, so a regression fails instead of hanging.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import stat
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from typer.testing import CliRunner, Result
 
 from ctcli import config
 from ctcli.cli import app
+from ctcli.sandbox import Sandbox
 
 PASSCODE = "HARDENING-PASSCODE-5521"
 RUN_TIMEOUT = 20  # seconds: a guard against a hung run, never a timing assertion
@@ -94,6 +97,12 @@ def fifo(tmp_path: Path) -> Path:
     path = tmp_path / "config.toml"
     os.mkfifo(path)
     return path
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox(project_id="SBX-ID", passcode=PASSCODE) as server:
+        yield server
 
 
 # --- not a regular file ----------------------------------------------------------------------
@@ -209,3 +218,112 @@ def test_a_symlink_to_a_regular_config_file_is_still_followed(tmp_path: Path) ->
     link = tmp_path / "config.toml"
     link.symlink_to(real)
     assert config.load_config(link)["profiles"]["default"]["project_id"] == "FILE-ID"
+
+
+# --- a file others could have changed ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", [0o666, 0o620, 0o602, 0o660])
+def test_a_config_writable_by_others_is_refused_and_nothing_is_sent(
+    tmp_path: Path, events: Path, sandbox: Sandbox, mode: int
+) -> None:
+    # Someone else planted an endpoint; the passcode itself comes from the environment.
+    path = write_config(tmp_path / "config.toml", profile_text(sandbox.url), mode)
+    result = invoke(
+        path,
+        "upload",
+        str(events),
+        "-o",
+        "ndjson",
+        CLEVERTAP_PROJECT_ID="SBX-ID",
+        CLEVERTAP_PASSCODE=PASSCODE,
+    )
+    assert result.exit_code == 2
+    line = one_error_line(result.stderr)
+    assert f"writable by group or others (mode {mode:04o})" in line
+    assert f"chmod 600 {path}" in line
+    assert PASSCODE not in result.stderr + result.stdout
+    assert sandbox.stats()["requests"] == 0
+
+
+def test_list_refuses_a_config_writable_by_others(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "config.toml", profile_text(), 0o666)
+    result = invoke(path, "configure", "--list")
+    assert result.exit_code == 2
+    assert f"chmod 600 {path}" in one_error_line(result.stderr)
+    assert result.stdout == ""
+
+
+def test_configure_refuses_to_write_into_a_config_writable_by_others(tmp_path: Path) -> None:
+    text = profile_text("http://attacker.invalid")
+    path = write_config(tmp_path / "config.toml", text, 0o666)
+    result = invoke(path, "configure", "--project-id", "ID", "--passcode-stdin", input="new-pc\n")
+    assert result.exit_code == 2
+    one_error_line(result.stderr)
+    assert path.read_text() == text
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666
+
+
+@pytest.fixture
+def foreign_config(tmp_path: Path) -> Path:
+    """A private (0600) config file owned by another user."""
+    path = write_config(tmp_path / "config.toml", profile_text())
+    try:
+        os.chown(path, OTHER_UID, -1)
+    except PermissionError:
+        pytest.skip("changing a file's owner needs root")
+    return path
+
+
+def test_a_config_owned_by_another_user_is_refused(foreign_config: Path, events: Path) -> None:
+    result = invoke(foreign_config, "upload", str(events), "--dry-run", "-o", "ndjson")
+    assert result.exit_code == 2
+    line = one_error_line(result.stderr)
+    assert f"owned by another user (uid {OTHER_UID})" in line
+    assert f"chown {os.getuid()} {foreign_config}" in line
+
+
+def test_list_refuses_a_config_owned_by_another_user(foreign_config: Path) -> None:
+    result = invoke(foreign_config, "configure", "--list")
+    assert result.exit_code == 2
+    assert "owned by another user" in one_error_line(result.stderr)
+
+
+def test_allowing_an_insecure_config_uses_it_with_a_warning(tmp_path: Path, events: Path) -> None:
+    path = write_config(tmp_path / "config.toml", profile_text(), 0o666)
+    result = invoke(
+        path,
+        "upload",
+        str(events),
+        "--dry-run",
+        "-o",
+        "ndjson",
+        **{config.ENV_ALLOW_INSECURE_CONFIG: "1"},
+    )
+    assert result.exit_code == 0, result.stderr
+    assert f"chmod 600 {path}" in result.stderr
+    assert '"status":"dry-run"' in result.stdout.replace(" ", "")
+
+
+def test_allowing_an_insecure_config_lists_it_with_a_warning(foreign_config: Path) -> None:
+    result = invoke(
+        foreign_config, "configure", "--list", **{config.ENV_ALLOW_INSECURE_CONFIG: "1"}
+    )
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.startswith(f"ctcli: warning: config file {foreign_config} is owned")
+    assert "FILE-ID" in result.stdout
+    assert PASSCODE not in result.stdout
+
+
+def test_only_1_allows_an_insecure_config(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "config.toml", profile_text(), 0o666)
+    with pytest.raises(config.ConfigError, match="writable by group or others"):
+        config.load_config(path, {config.ENV_ALLOW_INSECURE_CONFIG: "yes"})
+
+
+def test_a_config_readable_by_others_is_used_with_a_warning(tmp_path: Path, events: Path) -> None:
+    path = write_config(tmp_path / "config.toml", profile_text(), 0o644)
+    result = invoke(path, "upload", str(events), "--dry-run", "-o", "ndjson")
+    assert result.exit_code == 0, result.stderr
+    assert "is accessible by group or others (mode 0644)" in result.stderr
+    assert f"chmod 600 {path}" in result.stderr
