@@ -3,7 +3,9 @@
 A file's checkpoint only ever moves to the end of a contiguous run of settled events
 (ok, invalid, skipped, or failed and written to the --failed file), so a killed run re-sends
 at most what was in flight. The state file is replaced atomically; a sidecar lock file stops
-two runs from sharing it.
+two runs from sharing it. Neither is reached through a final symlink (a planted one would
+redirect the writes), and both are found through the resolved directory, so two spellings of
+one path share one lock.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import stat
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -62,11 +65,65 @@ def _offset(value: Any) -> int | None:
     return value
 
 
+def _resolve_directory(path: Path) -> Path:
+    """`path` with its directory resolved (symlinks, '..', relative) and its name kept: every
+    spelling of one state file gives one path, and a symlink at the name itself stays visible."""
+    return Path(os.path.realpath(path.parent)) / path.name
+
+
+def _require_regular_or_absent(path: Path, what: str, shown: Path) -> None:
+    """Refuse, without opening it, anything at `path` but a regular file (a symlink too)."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ConfigError(f"cannot use {what} '{shown}': {exc.strerror}") from None
+    if stat.S_ISLNK(info.st_mode):
+        raise _symlink_refused(what, shown)
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{what} '{shown}' is not a regular file; move it away")
+
+
+def _open_nofollow(path: Path, flags: int, what: str, shown: Path) -> int:
+    """Open `path` without following a final symlink and without blocking on a FIFO; raise
+    ConfigError unless what was opened is a regular file."""
+    _require_regular_or_absent(path, what, shown)
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    # Checked on what was opened: the path may have been swapped since the lstat.
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ConfigError(f"{what} '{shown}' is not a regular file; move it away")
+    return fd
+
+
+def _require_single_link(fd: int, shown: Path) -> None:
+    # The lock file is truncated: a hard link planted there would have its other name cut too.
+    if os.fstat(fd).st_nlink > 1:
+        os.close(fd)
+        raise ConfigError(f"lock file '{shown}' has other hard links; remove it")
+
+
+def _symlink_refused(what: str, shown: Path) -> ConfigError:
+    # Followed, a symlink planted there would get its target truncated or replaced, and would
+    # give one state file a second lock that does not exclude the first.
+    return ConfigError(
+        f"{what} '{shown}' is a symlink, which ctcli does not follow: remove it"
+        + (", or name the file it points to" if what == "state file" else "")
+    )
+
+
+def _symlink_error(exc: OSError, what: str, shown: Path) -> ConfigError | None:
+    # O_NOFOLLOW fails with ELOOP on a symlink planted after the lstat.
+    return _symlink_refused(what, shown) if exc.errno == errno.ELOOP else None
+
+
 class StateFile:
     """Checkpoints of the input files of a run, loaded at start and saved as events settle."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
+        self.path = Path(path)  # as given, for messages
+        self._real = _resolve_directory(self.path)  # for every access: lock, load, save
         self._lock_fd: int | None = None
         self._entries: dict[str, dict[str, Any]] = {}
         self._blocked: set[str] = set()
@@ -74,22 +131,28 @@ class StateFile:
         self._compressed: set[str] = set()  # files read through gzip: offsets are not file bytes
         self._dirty = False
 
+    @property
+    def _lock_path(self) -> Path:
+        return self._real.with_name(self._real.name + ".lock")
+
     # -- lock ----------------------------------------------------------------------------
 
     def lock(self) -> None:
         """Take the sidecar lock, or fail at once naming the run that holds it."""
-        lock_path = self.path.with_name(self.path.name + ".lock")
+        shown = self.path.with_name(self.path.name + ".lock")
         try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = _open_nofollow(self._lock_path, os.O_RDWR | os.O_CREAT, "lock file", shown)
         except OSError as exc:
-            raise ConfigError(f"cannot open lock file '{lock_path}': {exc.strerror}") from None
+            error = _symlink_error(exc, "lock file", shown)
+            raise error or ConfigError(f"cannot open lock file '{shown}': {exc.strerror}") from None
+        _require_single_link(fd, shown)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             holder = os.pread(fd, 64, 0).decode("ascii", "replace").partition("\n")[0].strip()
             os.close(fd)
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise ConfigError(f"cannot lock '{lock_path}': {exc.strerror}") from None
+                raise ConfigError(f"cannot lock '{shown}': {exc.strerror}") from None
             raise StateLocked(
                 f"state file '{self.path}' is in use by another ctcli run "
                 f"(pid {holder or 'unknown'}); wait for it to finish"
@@ -107,11 +170,26 @@ class StateFile:
 
     # -- load / save ---------------------------------------------------------------------
 
-    def load(self) -> None:
+    def _open_state(self) -> int | None:
+        """A read-only descriptor of the state file, None when there is none yet."""
         try:
-            data = orjson.loads(self.path.read_bytes())
+            return _open_nofollow(self._real, os.O_RDONLY, "state file", self.path)
         except FileNotFoundError:
+            return None
+        except OSError as exc:
+            error = _symlink_error(exc, "state file", self.path)
+            raise error or ConfigError(
+                f"state file '{self.path}' is unreadable ({exc.strerror}); "
+                "move it away to start over"
+            ) from None
+
+    def load(self) -> None:
+        fd = self._open_state()
+        if fd is None:
             return
+        try:
+            with os.fdopen(fd, "rb") as handle:
+                data = orjson.loads(handle.read())
         except (OSError, orjson.JSONDecodeError) as exc:
             raise ConfigError(
                 f"state file '{self.path}' is unreadable ({exc}); move it away to start over"
@@ -130,15 +208,14 @@ class StateFile:
         if not self._dirty:
             return
         document = {"version": STATE_VERSION, "files": self._entries}
-        directory = self.path.parent if str(self.path.parent) else Path(".")
-        fd, temp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=directory)
+        fd, temp = tempfile.mkstemp(prefix=f".{self._real.name}.", dir=self._real.parent)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(orjson.dumps(document, option=orjson.OPT_INDENT_2))
                 handle.flush()
                 if sync:
                     os.fsync(handle.fileno())
-            os.replace(temp, self.path)
+            os.replace(temp, self._real)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(temp)

@@ -1,0 +1,194 @@
+"""--state and its lock file: never through a final symlink, one lock per file however it is
+named.
+
+Runs that could hang (a FIFO) or that must overlap (a lock held by another run) are real
+processes (`python -m ctcli`); the rest go through CliRunner against the loopback sandbox.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from ctcli.sandbox import Sandbox
+
+RUN_TIMEOUT = 20  # seconds: a guard against a hung run, never a timing assertion
+STATE_TEXT = '{"version": 1, "files": {}}'
+PRECIOUS = "precious bytes that no ctcli run may cut\n"
+
+runner = CliRunner()
+
+
+def upload(events: Path, state: Path | str, *more: str) -> Result:
+    from ctcli.cli import app
+
+    return runner.invoke(app, ["upload", str(events), "--state", str(state), "-o", "ndjson", *more])
+
+
+def one_error_line(stderr: str) -> str:
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("ctcli: error: "), stderr
+    return lines[0]
+
+
+def assert_refused_before_sending(result: Result, sandbox: Sandbox) -> str:
+    assert result.exit_code == 2, result.stderr
+    assert result.stdout == ""
+    assert sandbox.stats()["requests"] == 0
+    return one_error_line(result.stderr)
+
+
+def process_env() -> dict[str, str]:
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("CLEVERTAP_", "CTCLI_"))
+    }
+    env["CTCLI_CONFIG"] = os.environ["CTCLI_CONFIG"]  # the test's own (from the `env` fixture)
+    return env
+
+
+def run_ctcli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ctcli", *args],
+        cwd=cwd,
+        env=process_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
+
+
+@pytest.fixture
+def events(tmp_path: Path) -> Path:
+    path = tmp_path / "events.ndjson"
+    path.write_text('{"type": "identify", "userId": "u1", "traits": {"plan": "pro"}}\n')
+    return path
+
+
+@pytest.fixture
+def precious(tmp_path: Path) -> Path:
+    path = tmp_path / "precious.txt"
+    path.write_text(PRECIOUS)
+    return path
+
+
+# --- symlinks and hard links at STATE and STATE.lock -----------------------------------------
+
+
+def test_a_symlink_at_the_lock_file_is_refused_and_its_target_kept(
+    live: Sandbox, events: Path, precious: Path, tmp_path: Path
+) -> None:
+    lock = tmp_path / "s.json.lock"
+    lock.symlink_to(precious)
+    line = assert_refused_before_sending(upload(events, tmp_path / "s.json"), live)
+    assert "lock file" in line and "symlink" in line
+    assert precious.read_text() == PRECIOUS
+    assert lock.is_symlink()
+
+
+def test_a_hard_link_at_the_lock_file_is_refused_and_its_other_name_kept(
+    live: Sandbox, events: Path, precious: Path, tmp_path: Path
+) -> None:
+    os.link(precious, tmp_path / "s.json.lock")
+    line = assert_refused_before_sending(upload(events, tmp_path / "s.json"), live)
+    assert "hard links" in line
+    assert precious.read_text() == PRECIOUS
+
+
+def test_a_symlink_at_the_state_file_is_refused_and_kept(
+    live: Sandbox, events: Path, tmp_path: Path
+) -> None:
+    real = tmp_path / "real.json"
+    real.write_text(STATE_TEXT)
+    link = tmp_path / "s.json"
+    link.symlink_to(real)
+    line = assert_refused_before_sending(upload(events, link), live)
+    assert f"state file '{link}' is a symlink" in line
+    assert link.is_symlink()
+    assert real.read_text() == STATE_TEXT
+
+
+@pytest.fixture
+def holder(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
+    """Another process holding the lock of real/s.json, as a run in progress does."""
+    (tmp_path / "real").mkdir()
+    code = (
+        "import sys\n"
+        "from ctcli.state import StateFile\n"
+        "StateFile(sys.argv[1]).lock()\n"
+        "print('locked', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path / "real" / "s.json")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None and process.stdout.readline() == "locked\n"
+        yield process
+    finally:
+        assert process.stdin is not None
+        process.stdin.close()  # lets it end, which releases the lock
+        process.wait(timeout=RUN_TIMEOUT)
+
+
+def test_a_state_file_named_through_a_symlink_cannot_bypass_the_lock(
+    env: dict[str, str], events: Path, tmp_path: Path, holder: subprocess.Popen[str]
+) -> None:
+    (tmp_path / "link.json").symlink_to(tmp_path / "real" / "s.json")
+    done = run_ctcli(tmp_path, "upload", str(events), "--sandbox", "--state", "link.json")
+    assert done.returncode == 2, done.stderr
+    assert "is a symlink" in one_error_line(done.stderr)
+    assert done.stdout == ""
+    assert (tmp_path / "link.json").is_symlink()
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    ["alias/s.json", "./real/s.json", "real/../real/s.json", "real//s.json", "{tmp}/real/s.json"],
+)
+def test_every_spelling_of_one_state_file_shares_its_lock(
+    env: dict[str, str],
+    events: Path,
+    tmp_path: Path,
+    holder: subprocess.Popen[str],
+    spelling: str,
+) -> None:
+    (tmp_path / "alias").symlink_to(tmp_path / "real", target_is_directory=True)
+    state = spelling.format(tmp=tmp_path)
+    done = run_ctcli(tmp_path, "upload", str(events), "--sandbox", "--state", state)
+    assert done.returncode == 2, done.stderr
+    line = one_error_line(done.stderr)
+    assert f"in use by another ctcli run (pid {holder.pid})" in line
+    assert done.stdout == ""
+
+
+def test_a_state_file_through_a_directory_symlink_is_saved_in_the_real_directory(
+    env: dict[str, str], events: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "alias").symlink_to(tmp_path / "real", target_is_directory=True)
+    done = run_ctcli(tmp_path, "upload", str(events), "--sandbox", "--state", "alias/s.json")
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "real").iterdir()) == ["s.json", "s.json.lock"]
+
+
+def test_a_fifo_as_the_state_file_is_refused_at_once(
+    env: dict[str, str], events: Path, tmp_path: Path
+) -> None:
+    os.mkfifo(tmp_path / "s.json")
+    done = run_ctcli(tmp_path, "upload", str(events), "--sandbox", "--state", "s.json")
+    assert done.returncode == 2, done.stderr
+    assert "state file 's.json' is not a regular file" in one_error_line(done.stderr)
+    assert done.stdout == ""
