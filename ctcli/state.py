@@ -71,6 +71,34 @@ def _resolve_directory(path: Path) -> Path:
     return Path(os.path.realpath(path.parent)) / path.name
 
 
+def _require_directory(directory: Path, shown: Path) -> None:
+    try:
+        info = os.stat(directory)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"state file '{shown}': directory '{shown.parent}' does not exist"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"state file '{shown}': cannot use its directory: {exc.strerror}"
+        ) from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise ConfigError(f"state file '{shown}': '{shown.parent}' is not a directory")
+
+
+def _require_writable_directory(directory: Path, shown: Path) -> None:
+    # Tried for real, as save() will do it: permission bits say nothing for root, and nothing
+    # about read-only mounts or immutable directories.
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{shown.name}.", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(
+            f"state file '{shown}': cannot write in directory '{shown.parent}': {exc.strerror}"
+        ) from None
+
+
 def _require_regular_or_absent(path: Path, what: str, shown: Path) -> None:
     """Refuse, without opening it, anything at `path` but a regular file (a symlink too)."""
     try:
@@ -135,10 +163,22 @@ class StateFile:
     def _lock_path(self) -> Path:
         return self._real.with_name(self._real.name + ".lock")
 
+    def check(self) -> None:
+        """Raise ConfigError now, before anything is sent, if the checkpoint could not be read
+        or saved later: its directory must exist and be writable, and the state file, if there
+        is one, must be a regular file (not a symlink) that can be read."""
+        _require_directory(self._real.parent, self.path)
+        _require_writable_directory(self._real.parent, self.path)
+        fd = self._open_state()
+        if fd is not None:
+            os.close(fd)
+
     # -- lock ----------------------------------------------------------------------------
 
     def lock(self) -> None:
-        """Take the sidecar lock, or fail at once naming the run that holds it."""
+        """Check the state file (see `check`), then take the sidecar lock, or fail at once
+        naming the run that holds it."""
+        self.check()
         shown = self.path.with_name(self.path.name + ".lock")
         try:
             fd = _open_nofollow(self._lock_path, os.O_RDWR | os.O_CREAT, "lock file", shown)

@@ -1,5 +1,5 @@
 """--state and its lock file: never through a final symlink, one lock per file however it is
-named.
+named, and every reason the checkpoint could not be saved found before anything is sent.
 
 Runs that could hang (a FIFO) or that must overlap (a lock held by another run) are real
 processes (`python -m ctcli`); the rest go through CliRunner against the loopback sandbox.
@@ -8,6 +8,7 @@ processes (`python -m ctcli`); the rest go through CliRunner against the loopbac
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,7 +17,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
+from ctcli.errors import ConfigError
 from ctcli.sandbox import Sandbox
+from ctcli.state import StateFile
 
 RUN_TIMEOUT = 20  # seconds: a guard against a hung run, never a timing assertion
 STATE_TEXT = '{"version": 1, "files": {}}'
@@ -192,3 +195,64 @@ def test_a_fifo_as_the_state_file_is_refused_at_once(
     assert done.returncode == 2, done.stderr
     assert "state file 's.json' is not a regular file" in one_error_line(done.stderr)
     assert done.stdout == ""
+
+
+# --- everything the checkpoint needs, checked before anything is sent ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("state", "says"),
+    [
+        ("missing/s.json", "does not exist"),
+        ("a-file/s.json", "is not a directory"),
+        ("a-directory", "is not a regular file"),
+    ],
+)
+def test_a_state_file_that_cannot_be_kept_is_refused_before_sending(
+    live: Sandbox, events: Path, tmp_path: Path, state: str, says: str
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "a-directory").mkdir()
+    line = assert_refused_before_sending(upload(events, tmp_path / state), live)
+    assert says in line
+    assert str(tmp_path / state) in line
+
+
+@pytest.fixture
+def unwritable_directory(tmp_path: Path) -> Iterator[Path]:
+    """A directory where no file can be created, holding the lock file of an earlier run.
+
+    Root ignores permission bits, so as root the directory is made immutable instead.
+    """
+    directory = tmp_path / "frozen"
+    directory.mkdir()
+    (directory / "s.json.lock").write_text("1\n")
+    if os.geteuid() != 0:
+        directory.chmod(0o555)
+        yield directory
+        directory.chmod(0o755)
+        return
+    chattr = shutil.which("chattr")
+    if chattr is None or subprocess.run([chattr, "+i", str(directory)]).returncode != 0:
+        pytest.skip("cannot make a directory immutable here")
+    try:
+        yield directory
+    finally:
+        subprocess.run([chattr, "-i", str(directory)], check=True)
+
+
+def test_an_unwritable_state_directory_is_refused_before_sending(
+    live: Sandbox, events: Path, unwritable_directory: Path
+) -> None:
+    line = assert_refused_before_sending(upload(events, unwritable_directory / "s.json"), live)
+    assert f"cannot write in directory '{unwritable_directory}'" in line
+
+
+def test_check_leaves_nothing_behind_in_a_writable_directory(tmp_path: Path) -> None:
+    StateFile(tmp_path / "s.json").check()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_check_refuses_a_state_file_in_a_missing_directory(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        StateFile(tmp_path / "missing" / "s.json").check()
