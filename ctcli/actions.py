@@ -416,9 +416,7 @@ def _created_at(event: Mapping[str, Any], mapping: FieldMapping, now: int) -> in
 
 # Keys the common pass leaves to the general one: spellings that change or combine other keys,
 # and every CleverTap standard key but the few the common pass checks itself.
-_GENERAL_KEYS = frozenset(
-    {"firstName", "lastName", "birthday", "DOB"} | (STANDARD_KEYS - {"Photo"})
-)
+_GENERAL_KEYS = frozenset({"firstName", "lastName", "DOB"} | (STANDARD_KEYS - {"Photo"}))
 
 
 def _map_common(event: dict[str, Any], convert: bool, now: int) -> dict[str, Any] | None:
@@ -473,8 +471,17 @@ def _map_common(event: dict[str, Any], convert: bool, now: int) -> dict[str, Any
         elif kind is float:
             if not math.isfinite(value):
                 return None
+        elif kind is list or kind is dict:
+            # Arrays and objects are shaped as the general pass shapes them (string arrays,
+            # JSON text, operators); only their sizes are checked here.
+            value = _profile_value(value, convert)
+            try:
+                _check_length(key, value)
+            except InvalidEvent:
+                return None
+            kind = type(value)
         elif kind is not bool:
-            return None  # lists and objects: the general pass shapes them
+            return None
         target = renamed.get(key)
         if target is None:
             custom += 1
@@ -491,6 +498,13 @@ def _map_common(event: dict[str, Any], convert: bool, now: int) -> dict[str, Any
         elif target == "Gender":
             value = _GENDERS.get(value.strip().lower()) if kind is str else None
             if value is None:
+                return None
+        elif target == "DOB":
+            if kind is not str and kind is not int:
+                return None
+            try:
+                value = _as_date(traits[key], f"traits.{key}")  # the value as given
+            except InvalidEvent:
                 return None
         profile[target] = value
     if custom > _MAX_CUSTOM:

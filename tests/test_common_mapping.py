@@ -80,6 +80,14 @@ common_values = {
     "ltv": st.floats(allow_nan=True, allow_infinity=True),
     "tags": st.lists(st.text(max_size=3), max_size=2),
     "Name": st.sampled_from(["Ada"]),
+    "birthday": st.one_of(iso_texts, st.integers(0, 2**40), st.sampled_from(["$D_1", "x", True])),
+    "address": st.dictionaries(
+        st.sampled_from(["city", "since", "zip"]),
+        st.one_of(iso_texts, st.text(max_size=4), st.integers(), st.floats()),
+        max_size=3,
+    ),
+    "ops": st.dictionaries(st.sampled_from(["$incr", "$add", "$x"]), st.integers(), max_size=1),
+    "long": st.sampled_from(["é" * 200, ["é" * 200], {"a": "é" * 300}]),
     "k" * 31: st.just("v"),
 }
 
