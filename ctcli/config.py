@@ -79,14 +79,19 @@ def normalize_region(value: str) -> str:
 def normalize_endpoint(value: str) -> str:
     """Return an http(s) base URL without its trailing slash, or raise ConfigError."""
     url = value.strip().rstrip("/")
-    parts = urlsplit(url)
+    shown = redact_url(value)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is no number or out of range
+    except ValueError as exc:
+        raise ConfigError(f"invalid endpoint {shown!r}: {exc}") from None
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise ConfigError(
-            f"invalid endpoint {value!r}: give an http:// or https:// base URL, "
+            f"invalid endpoint {shown!r}: give an http:// or https:// base URL, "
             "e.g. http://127.0.0.1:8080"
         )
     if parts.query or parts.fragment:
-        raise ConfigError(f"invalid endpoint {value!r}: a base URL has no query or fragment")
+        raise ConfigError(f"invalid endpoint {shown!r}: a base URL has no query or fragment")
     return url
 
 
@@ -533,10 +538,16 @@ def save_profile(
         raise ConfigError(f"cannot write config file {path}: {exc.strerror or exc}") from None
 
 
+# scheme://userinfo@ : everything between the scheme and the last @ before the path.
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)@")
+
+
 def redact_url(url: str) -> str:
-    """The URL with the password of any user:password@ part masked, for display."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """`url` with any user:password@ part masked, for display; never fails, however odd."""
+    match = _USERINFO.match(url)
+    if match is None:
         return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return parts._replace(netloc=f"{parts.username}:****@{host}").geturl()
+    user, colon, _password = match.group(2).partition(":")
+    # Without a password the user part may be a token itself: it is masked whole.
+    shown = f"{user}:****" if colon else "****"
+    return f"{match.group(1)}{shown}@{url[match.end() :]}"

@@ -25,22 +25,10 @@ from collections.abc import Iterator, Mapping
 import httpcore
 import httpx
 
+from ctcli.config import redact_url
 from ctcli.errors import ConfigError
 
 _local = threading.local()
-# scheme://userinfo@ : everything between the scheme and the last @ before the path.
-_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)@")
-
-
-def redact_url(url: str) -> str:
-    """`url` with any user:password@ part masked, for display; never fails, however odd."""
-    match = _USERINFO.match(url)
-    if match is None:
-        return url
-    user = match.group(2).split(":", 1)[0]
-    return f"{match.group(1)}{user}:****@{url[match.end() :]}"
-
-
 _PROXY_SCHEMES = ("http", "https")
 _HOST_NAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?")
 

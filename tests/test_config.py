@@ -525,7 +525,7 @@ def test_mask_secret_of_none_says_not_set() -> None:
     assert mask_secret(None) == "(not set)"
 
 
-def test_redact_url_masks_a_proxy_password_only():
+def test_redact_url_masks_a_password_and_a_user_part_that_may_be_a_token():
     from ctcli.config import redact_url
 
     assert (
@@ -533,4 +533,5 @@ def test_redact_url_masks_a_proxy_password_only():
         == "http://me:****@proxy.example:8080/ct"
     )
     assert redact_url("https://eu1.api.clevertap.com") == "https://eu1.api.clevertap.com"
-    assert redact_url("http://me@proxy.example") == "http://me@proxy.example"
+    assert redact_url("http://tok3n@proxy.example") == "http://****@proxy.example"
+    assert redact_url("http://u:p@[::1") == "http://u:****@[::1"  # malformed, still masked

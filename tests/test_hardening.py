@@ -274,10 +274,6 @@ def test_a_timeout_that_is_not_a_finite_number_is_a_usage_error(live, value):
     assert result.stdout == "" and live.stats()["requests"] == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config.normalize_endpoint lets urlsplit's ValueError escape: exit 4, internal error",
-)
 @pytest.mark.parametrize("endpoint", ["http://[::1", "http://[zz]:80"])
 def test_an_endpoint_with_a_malformed_ipv6_host_is_a_configuration_error(
     live, monkeypatch, endpoint
@@ -289,10 +285,6 @@ def test_an_endpoint_with_a_malformed_ipv6_host_is_a_configuration_error(
     assert live.stats()["requests"] == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config.normalize_endpoint lets urlsplit's ValueError escape: exit 4, internal error",
-)
 def test_a_malformed_endpoint_is_shown_with_its_password_masked(env, monkeypatch):
     monkeypatch.setenv("CLEVERTAP_ENDPOINT", "http://user:s3cretPW@[::1")
     monkeypatch.setenv("CLEVERTAP_PROJECT_ID", "TEST-ACC")
