@@ -43,7 +43,14 @@ def mixed_events(count: int) -> list[Any]:
             traits = {"plan": f"p{n}", "signup": "2023-11-05T14:30:00+01:00", "n": n}
             if n % 3 == 0:
                 traits["visits"] = {"$incr": 1}
-            events.append({"type": "identify", "userId": user, "traits": traits})
+            events.append(
+                {
+                    "type": "identify",
+                    "userId": user,
+                    "traits": traits,
+                    "timestamp": 1_700_000_000 + n,
+                }
+            )
     return events
 
 
