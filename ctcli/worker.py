@@ -13,6 +13,7 @@ Pipes, stdin and small files keep the one-process path: a fork costs more than i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -38,12 +39,15 @@ Router = Callable[[InputItem], Sequence[Any]]
 
 def worth_a_worker(name: str, *, streams: bool) -> bool:
     """Whether `name` is read by a worker: a regular file, large enough, forking allowed."""
-    if streams or name == "-" or os.environ.get("CTCLI_WORKERS") == "0":
+    choice = os.environ.get("CTCLI_WORKERS")
+    if streams or name == "-" or choice == "0":
         return False
     if "fork" not in multiprocessing.get_all_start_methods():
         return False
     try:
-        return os.path.isfile(name) and os.path.getsize(name) >= MIN_FILE_BYTES
+        # CTCLI_WORKERS=1: every regular file, whatever its size (tests of real processes).
+        floor = 0 if choice == "1" else MIN_FILE_BYTES
+        return os.path.isfile(name) and os.path.getsize(name) >= floor
     except OSError:
         return False
 
@@ -114,6 +118,7 @@ def _work(
     # would only be noise on the terminal.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _close_inherited_files(keep=sender.fileno())
     from ctcli.pipeline import prepare
     from ctcli.sources import read_source
 
@@ -149,6 +154,24 @@ def _work(
         sender.send((_BUG, f"{type(exc).__name__}: {exc}"))
     finally:
         sender.close()
+
+
+def _close_inherited_files(keep: int) -> None:
+    """Close what the fork copied but only the main process may hold.
+
+    Above all the state file's lock (a flock lives as long as any copy of its descriptor, so a
+    worker outliving a killed main process would keep the next run locked out) and the reading
+    end of this pipe (without it, a worker whose main process died would wait on a full pipe
+    instead of getting EPIPE).
+    """
+    try:
+        descriptors = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        descriptors = list(range(3, 1024))
+    for fd in descriptors:
+        if fd > 2 and fd != keep:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def _encode(value: Any) -> bytes:

@@ -217,3 +217,21 @@ def test_sigterm_while_ctcli_is_still_starting_exits_130(sandbox, tmp_path, dela
     process.send_signal(signal.SIGTERM)
 
     assert finish(process) == 130, stderr_of(tmp_path, "early")
+
+
+def test_a_killed_run_leaves_no_worker_holding_its_state_lock(sandbox, tmp_path):
+    events = write_events(tmp_path / "worked.ndjson", 3000)
+    state = tmp_path / "worked.state"
+    env = {**environment(sandbox, tmp_path), "CTCLI_WORKERS": "1"}  # parse in a worker process
+    args = ["upload", "-o", "ndjson", "--batch-size", "100", "--state", str(state), str(events)]
+    sandbox.set_faults(stall_request=1)
+    first = start(args, env, tmp_path, "killed")
+    assert sandbox.wait_held(1, timeout=GUARD)
+
+    first.kill()
+    first.wait(timeout=GUARD)
+    sandbox.clear_faults()
+    second = start(args, env, tmp_path, "next")
+
+    assert finish(second) == 0, stderr_of(tmp_path, "next")  # not "in use by another run"
+    assert sandbox.profile_count() == 3000
