@@ -13,7 +13,7 @@ import orjson
 
 from ctcli.errors import InputError
 from ctcli.models import InputItem, Result
-from ctcli.sources import FAILED_LINE_MARK
+from ctcli.sources import FAILED_LINE_MARK, objects_with
 from ctcli.supersession import marker_line
 
 
@@ -123,14 +123,8 @@ def _failed_identities(path: Path) -> set[str]:
         if not path.is_file():
             return identities
         with open(path, "rb") as existing:
-            for data in existing:
-                if b'"identity"' not in data:
-                    continue
-                try:
-                    value = orjson.loads(data)
-                except orjson.JSONDecodeError:
-                    continue
-                identity = value.get("identity") if type(value) is dict else None
+            for _line, value in objects_with(existing, b'"identity"'):
+                identity = value.get("identity")
                 if isinstance(identity, str) and "event" in value:
                     identities.add(identity)
     except OSError:

@@ -638,18 +638,28 @@ def _with_supersessions(name: str, items: Iterator[InputItem]) -> Iterator[Input
         return
 
 
+def objects_with(lines: Iterable[bytes], needle: bytes) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) of each line that holds `needle` and is a JSON object.
+
+    For scans of our own files (failed files): most lines are skipped without being parsed.
+    """
+    for line, data in enumerate(lines, start=1):
+        if needle not in data:
+            continue
+        try:
+            value = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            continue
+        if type(value) is dict:
+            yield line, value
+
+
 def _scan_markers(name: str, markers: Markers) -> None:
     stream, _ = _open(name, None)
     try:
         with stream:
-            for line, data in enumerate(stream, start=1):
-                if b'"superseded_by"' not in data:
-                    continue
-                try:
-                    value = orjson.loads(data)
-                except orjson.JSONDecodeError:
-                    continue
-                if type(value) is dict and is_marker(value):
+            for line, value in objects_with(stream, b'"superseded_by"'):
+                if is_marker(value):
                     markers.add(line, value)
     except (OSError, EOFError, zlib.error) as exc:
         raise InputError(_cannot_read(name, exc)) from exc

@@ -248,6 +248,22 @@ def test_operators_are_never_merged_and_keep_their_order(live, tmp_path):
 # -- failures that later deliveries supersede ---------------------------------------------
 
 
+def fail_an_upload_then_delete_it(live: Sandbox, tmp_path: Path) -> tuple[str, Path]:
+    """A run where x's upload is refused (503, no retries) and x's later delete delivered."""
+    events = [
+        identify("z", 1, plan="z"),
+        identify("x", 2, plan="old"),  # the 2nd request: refused with 503
+        delete("x", 3),
+    ]
+    path = write(tmp_path / "in.ndjson", events)
+    failed = tmp_path / "failed.ndjson"
+    live.set_faults(fail_every=2, fail_status=503)
+    replay(path, "--concurrency", "1", "--batch-size", "1", "--max-retries", "0",
+           "--failed", str(failed))  # fmt: skip
+    live.clear_faults()
+    return path, failed
+
+
 def failed_lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -291,17 +307,7 @@ def test_a_superseded_failure_says_so_and_its_re_drive_does_not_roll_the_profile
 
 
 def test_a_failure_superseded_by_a_later_delete_is_not_re_created(live, tmp_path):
-    events = [
-        identify("z", 1, plan="z"),
-        identify("x", 2, plan="old"),  # refused with 503
-        delete("x", 3),
-    ]
-    path = write(tmp_path / "in.ndjson", events)
-    failed = tmp_path / "failed.ndjson"
-    live.set_faults(fail_every=2, fail_status=503)
-    replay(path, "--concurrency", "1", "--batch-size", "1", "--max-retries", "0",
-           "--failed", str(failed))  # fmt: skip
-    live.clear_faults()
+    path, failed = fail_an_upload_then_delete_it(live, tmp_path)
     sent_before = live.stats()["upload_requests"]
 
     again = replay(str(failed), "-o", "json")
@@ -347,13 +353,7 @@ def test_a_failed_line_with_no_later_delivery_is_re_driven_whole(live, tmp_path)
 
 
 def test_a_failed_file_piped_to_stdin_is_read_to_its_end_before_anything_is_re_sent(live, tmp_path):
-    events = [identify("z", 1, plan="z"), identify("x", 2, plan="old"), delete("x", 3)]
-    path = write(tmp_path / "in.ndjson", events)
-    failed = tmp_path / "failed.ndjson"
-    live.set_faults(fail_every=2, fail_status=503)
-    replay(path, "--concurrency", "1", "--batch-size", "1", "--max-retries", "0",
-           "--failed", str(failed))  # fmt: skip
-    live.clear_faults()
+    _path, failed = fail_an_upload_then_delete_it(live, tmp_path)
 
     again = CliRunner().invoke(app, ["replay", "-o", "ndjson", "-"], input=failed.read_bytes())
 
