@@ -71,7 +71,6 @@ class Summary:
     credentials_refused: bool = False
     refusal: str | None = None  # CleverTap's words when it refused the credentials
     interrupted: bool = False
-    merged: int = 0  # events that travelled inside another event's record of their identity
 
     def add_counts(self, counts: dict[Status, int]) -> None:
         self.ok += counts[Status.OK]
@@ -271,7 +270,6 @@ class Pipeline:
             if self._stop.is_set():
                 self.summary.interrupted = True  # however late: the user asked to stop
             self.summary.seconds = time.monotonic() - started
-            self.summary.merged = self._scheduler.merged
             self.summary.add_counts(self._counts)
             if self._refused is not None:
                 self.summary.credentials_refused = True
