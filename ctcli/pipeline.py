@@ -7,6 +7,7 @@ failed file and the checkpoint only ever move past events that are settled.
 
 from __future__ import annotations
 
+import gc
 import queue
 import threading
 import time
@@ -23,6 +24,7 @@ from ctcli.ordering import Batch, Scheduler, Work, decoded
 from ctcli.subscriptions import Subscription
 
 CREDENTIALS_REFUSED = "credentials refused"
+_COLLECT_EVERY = 8  # answered batches between full garbage collections
 
 
 class Sender(Protocol):
@@ -223,6 +225,7 @@ class Pipeline:
             queue.SimpleQueue()
         )
         self._in_flight = 0
+        self._answered = 0  # batches answered so far
         # Two batches per worker: one being sent, one ready behind it, so no worker waits on
         # the main thread. Batches never share an identity, so this keeps the order.
         self._max_out = 2 * options.concurrency
@@ -434,6 +437,12 @@ class Pipeline:
                 continue
             self._in_flight -= 1
             self._complete(batch, outcomes, error)
+            self._answered += 1
+            if self._answered % _COLLECT_EVERY == 0:
+                # httpx leaves each exchange in a reference cycle that holds its request body;
+                # with the run's raised GC thresholds those would pile up until a rare full
+                # collection, so memory would grow with the number of requests.
+                gc.collect()
             block = False
             delivered = True
         self._pump()  # answered identities may have let later records go
