@@ -265,8 +265,12 @@ def _to_clevertap_keys(attributes: Mapping[str, Any], source: str) -> dict[str, 
     return out
 
 
+# One encoder for the run: json.dumps with options builds a new one on every call.
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str)
+
+
 def _compact_json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+    return _COMPACT.encode(value)
 
 
 def _item_text(item: Any) -> str | None:
@@ -419,6 +423,23 @@ def _created_at(event: Mapping[str, Any], mapping: FieldMapping, now: int) -> in
 _GENERAL_KEYS = frozenset({"firstName", "lastName", "DOB"} | (STANDARD_KEYS - {"Photo"}))
 
 
+_GENERAL = "general"  # a key the common pass leaves to the general one
+_CUSTOM = "custom"  # a custom property, kept under its own name
+# Trait names repeat from event to event: what each is to the common pass, once worked out.
+_KEY_ROLES: dict[str, str] = {}
+_MAX_KEY_ROLES = 4096  # keys seen beyond this are worked out each time
+
+
+def _key_role(key: str) -> str:
+    if key in _GENERAL_KEYS or len(key) > _KEY_SAFE_CHARS:
+        role = _GENERAL
+    else:
+        role = _SEGMENT_TO_CLEVERTAP.get(key, _CUSTOM)
+    if len(_KEY_ROLES) < _MAX_KEY_ROLES:
+        _KEY_ROLES[key] = role
+    return role
+
+
 def _map_common(event: dict[str, Any], convert: bool, now: int) -> dict[str, Any] | None:
     """map_upload's result for the common shape in one pass, or None when unsure.
 
@@ -447,14 +468,16 @@ def _map_common(event: dict[str, Any], convert: bool, now: int) -> dict[str, Any
     else:
         return None
     to_epoch = iso8601_to_epoch
-    renamed = _SEGMENT_TO_CLEVERTAP
-    general = _GENERAL_KEYS
+    roles = _KEY_ROLES
     profile: dict[str, Any] = {}
     custom = 0
     for key, value in traits.items():
         if value is None:
             continue
-        if key in general or len(key) > _KEY_SAFE_CHARS:
+        target = roles.get(key)
+        if target is None:
+            target = _key_role(key)
+        if target is _GENERAL:
             return None
         kind = type(value)
         if kind is str:
@@ -482,8 +505,7 @@ def _map_common(event: dict[str, Any], convert: bool, now: int) -> dict[str, Any
             kind = type(value)
         elif kind is not bool:
             return None
-        target = renamed.get(key)
-        if target is None:
+        if target is _CUSTOM:
             custom += 1
             profile[key] = value
             continue

@@ -66,19 +66,28 @@ def read_prepared(
     `keep_events`: the failed file may need each event, so it travels along, JSON-encoded.
     """
     context = multiprocessing.get_context("fork")
-    receiver, sender = context.Pipe(duplex=False)
-    worker = context.Process(
-        target=_work,
-        args=(sender, name, router, send, keep_events, start_offset, start_line),
-        name="ctcli-parse",
-        daemon=True,
-    )
-    worker.start()
-    sender.close()
+    count = worker_count()
+    receivers: list[Any] = []
+    workers: list[Any] = []
     try:
+        for index in range(count):
+            receiver, sender = context.Pipe(duplex=False)
+            worker = context.Process(
+                target=_work,
+                args=(sender, name, router, send, keep_events, start_offset, start_line,
+                      index, count),
+                name=f"ctcli-parse-{index}",
+                daemon=True,
+            )  # fmt: skip
+            worker.start()
+            sender.close()
+            receivers.append(receiver)
+            workers.append(worker)
+        # Blocks of _BLOCK items are dealt round-robin: block n comes from worker n % count.
+        block = 0
         while True:
             try:
-                message = receiver.recv()
+                message = receivers[block % count].recv()
             except EOFError:
                 raise InputError(f"cannot read {name!r}: the reading process ended early") from None
             kind = message[0]
@@ -90,11 +99,20 @@ def read_prepared(
                 raise RuntimeError(f"while reading {name!r}: {message[1]}")
             for fields in message[1]:
                 yield _item(name, fields)
+            block += 1
     finally:
-        receiver.close()
-        if worker.is_alive():
-            worker.kill()
-        worker.join()
+        for receiver in receivers:
+            receiver.close()
+        for worker in workers:
+            if worker.is_alive():
+                worker.kill()
+            worker.join()
+
+
+def worker_count() -> int:
+    """Parse workers per file: on two cores or more, two; they parse every line, and each maps
+    (the costly part) every other block, so the main process never waits on one of them."""
+    return 2 if (os.cpu_count() or 1) >= 2 else 1
 
 
 def _item(source: str, fields: tuple[Any, ...]) -> InputItem:
@@ -113,6 +131,8 @@ def _work(
     keep_events: bool,
     start_offset: int,
     start_line: int,
+    index: int = 0,
+    count: int = 1,
 ) -> None:
     # The main process handles Ctrl-C and SIGTERM and ends this one; a traceback from here
     # would only be noise on the terminal.
@@ -126,27 +146,31 @@ def _work(
         block: list[tuple[Any, ...]] = []
         now = int(time.time())
         items = read_source(name, start_offset=start_offset, start_line=start_line)
-        for count, item in enumerate(items, 1):
-            if count % _BLOCK == 0:
+        for position, item in enumerate(items):
+            if position % _BLOCK == 0:
                 now = int(time.time())
+                if block:  # the block before this one was ours (every item of it is here)
+                    sender.send(("items", block))
+                    block = []
+            if (position // _BLOCK) % count != index:
+                continue  # another worker's block: read (to keep count), not mapped
             prepared = prepare(item, router, now=now, send=send)
             entries = prepared[2]
             if type(entries) is list:
-                for index, (action, identity, status, detail) in enumerate(entries):
+                for at, (action, identity, status, detail) in enumerate(entries):
                     if status is None and action is Action.UPLOAD:
-                        entries[index] = (action, identity, None, _encode(detail))
+                        entries[at] = (action, identity, None, _encode(detail))
             event_json = _encode(item.event) if keep_events and item.event is not None else None
             block.append(
                 (item.line, item.end_offset, item.file_line, item.error, item.raw,
                  item.only_action, event_json, prepared)
             )  # fmt: skip
-            if len(block) >= _BLOCK:
-                sender.send(("items", block))
-                block = []
         if block:
-            sender.send(("items", block))
+            sender.send(("items", block))  # the last block, short, was ours
         sender.send((_END,))
     except InputError as exc:
+        if block:
+            sender.send(("items", block))  # what came before the error goes first
         sender.send((_READ_ERROR, str(exc)))
     except BrokenPipeError:
         pass  # the main process stopped reading: nothing more to say
