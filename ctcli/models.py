@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class Status(StrEnum):
@@ -42,9 +42,12 @@ class InputItem:
     event_json: bytes | None = None  # the event, JSON-encoded, when `event` was not kept
 
 
-@dataclass(frozen=True, slots=True)
-class Result:
-    """The outcome of one event for one action: what every output format prints."""
+class Result(NamedTuple):
+    """The outcome of one event for one action: what every output format prints.
+
+    Immutable, and a tuple: one is built for every event, and a tuple builds in a third of the
+    time a frozen dataclass takes.
+    """
 
     source: str
     line: int
