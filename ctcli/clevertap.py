@@ -311,7 +311,10 @@ class CleverTapClient:
         if not items:
             return []
         try:
-            body = orjson.dumps({key: items}, default=_encoded)
+            if all(type(item) is bytes for item in items):  # encoded already: only joined
+                body = b'{"' + key.encode() + b'":[' + b",".join(items) + b"]}"
+            else:
+                body = orjson.dumps({key: items}, default=_encoded)
         except orjson.JSONEncodeError:
             return self._send_encodable(url, key, items, budget)
         reply = self._exchange(url, body, budget)
