@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -44,3 +45,11 @@ def live(env, sandbox, monkeypatch) -> Sandbox:
     monkeypatch.setenv("CLEVERTAP_PROJECT_ID", SANDBOX_PROJECT_ID)
     monkeypatch.setenv("CLEVERTAP_PASSCODE", SANDBOX_PASSCODE)
     return sandbox
+
+
+@pytest.fixture
+def events(tmp_path) -> Path:
+    """A file with one identify event."""
+    path = tmp_path / "events.ndjson"
+    path.write_text('{"type": "identify", "userId": "u1", "traits": {"plan": "pro"}}\n')
+    return path

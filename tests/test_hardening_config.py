@@ -86,13 +86,6 @@ def profile_text(endpoint: str | None = None) -> str:
 
 
 @pytest.fixture
-def events(tmp_path: Path) -> Path:
-    path = tmp_path / "events.ndjson"
-    path.write_text('{"type": "identify", "userId": "u1", "traits": {"plan": "pro"}}\n')
-    return path
-
-
-@pytest.fixture
 def fifo(tmp_path: Path) -> Path:
     path = tmp_path / "config.toml"
     os.mkfifo(path)

@@ -71,13 +71,6 @@ def run_ctcli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def events(tmp_path: Path) -> Path:
-    path = tmp_path / "events.ndjson"
-    path.write_text('{"type": "identify", "userId": "u1", "traits": {"plan": "pro"}}\n')
-    return path
-
-
-@pytest.fixture
 def precious(tmp_path: Path) -> Path:
     path = tmp_path / "precious.txt"
     path.write_text(PRECIOUS)
