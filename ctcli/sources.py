@@ -34,7 +34,7 @@ import os
 import stat
 import sys
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, BinaryIO
 
 import orjson
@@ -63,6 +63,7 @@ _LEGACY_FAILED_KEYS = frozenset(
     {"event", "source", "line", "action", "identity", "status", "code", "error"}
 )
 _EXACT = object()  # marks a line that needs the standard library's parser
+SKIPPED = InputItem("", 0, None)  # an item passed over unparsed: see read_source's `skip`
 _MAX_DIGITS = sys.get_int_max_str_digits()
 
 
@@ -317,8 +318,18 @@ def _batch_items(
         yield item
 
 
-def _ndjson(source: str, lines: Iterable[bytes], lineno: int, offset: int) -> Iterator[InputItem]:
-    """Items of NDJSON lines; `lineno` and `offset` are those just before the first line."""
+def _ndjson(
+    source: str,
+    lines: Iterable[bytes],
+    lineno: int,
+    offset: int,
+    skip: Callable[[], bool] | None = None,
+) -> Iterator[InputItem]:
+    """Items of NDJSON lines; `lineno` and `offset` are those just before the first line.
+
+    `skip`, asked before each line: when it says so, a line that is surely one item is yielded
+    as SKIPPED without being parsed (a parse worker passing over another worker's share).
+    """
     # The hot path: one translate, one orjson call, two dict lookups and one InputItem per line.
     loads = orjson.loads
     decode_error = orjson.JSONDecodeError
@@ -329,6 +340,9 @@ def _ndjson(source: str, lines: Iterable[bytes], lineno: int, offset: int) -> It
     for data in lines:
         lineno += 1
         offset += len(data)
+        if skip is not None and skip() and _surely_one_item(data):
+            yield SKIPPED
+            continue
         shape = data.translate(digit_map)
         if long_run in shape:
             value = _EXACT
@@ -369,6 +383,20 @@ def _ndjson(source: str, lines: Iterable[bytes], lineno: int, offset: int) -> It
                 yield _to_item(source, lineno, value, offset, None)
         else:
             yield _to_item(source, lineno, value, offset, _line_text(data))
+
+
+def _surely_one_item(data: bytes) -> bool:
+    """Whether an NDJSON line yields exactly one item, whatever it holds, told without parsing.
+
+    Not so for blank lines (none), lines split at lone CRs, envelopes (one per event) and our
+    own marker lines (dropped); those are parsed as usual.
+    """
+    return (
+        b"\r" not in data.rstrip(b"\r\n")
+        and b'"batch"' not in data
+        and b'"ctcli"' not in data
+        and bool(data.strip())
+    )
 
 
 def _cr_lines(data: bytes) -> list[bytes] | None:
@@ -427,7 +455,9 @@ def _document(source: str, document: bytes, lineno: int, offset: int) -> Iterato
         yield _to_item(source, 1, value, None, None)
 
 
-def _detect(source: str, stream: BinaryIO, lineno: int) -> Iterator[InputItem]:
+def _detect(
+    source: str, stream: BinaryIO, lineno: int, skip: Callable[[], bool] | None = None
+) -> Iterator[InputItem]:
     """Items of a stream read from its start, whatever its format."""
     lines = iter(stream)
     pending: list[bytes] = []  # lines read while deciding, handed on to whichever reader decides
@@ -463,7 +493,7 @@ def _detect(source: str, stream: BinaryIO, lineno: int) -> Iterator[InputItem]:
                 else:
                     yield from _batch_items(source, value, 0, None)
                     return
-    yield from _ndjson(source, itertools.chain(pending, lines), lineno, offset)
+    yield from _ndjson(source, itertools.chain(pending, lines), lineno, offset, skip)
 
 
 class _Rewound(io.RawIOBase):
@@ -580,7 +610,12 @@ def _skip(stream: BinaryIO, count: int) -> None:
 
 
 def _read(
-    name: str, stream: BinaryIO, seekable: bool, start_offset: int, start_line: int
+    name: str,
+    stream: BinaryIO,
+    seekable: bool,
+    start_offset: int,
+    start_line: int,
+    skip: Callable[[], bool] | None = None,
 ) -> Iterator[InputItem]:
     try:
         with stream:
@@ -589,9 +624,9 @@ def _read(
                     stream.seek(start_offset)
                 else:
                     _skip(stream, start_offset)
-                yield from _ndjson(name, stream, start_line, start_offset)
+                yield from _ndjson(name, stream, start_line, start_offset, skip)
             else:
-                yield from _detect(name, stream, start_line)
+                yield from _detect(name, stream, start_line, skip)
     except (OSError, EOFError, zlib.error) as exc:
         # A read error or a corrupt or truncated gzip stream, after the items read so far.
         raise InputError(_cannot_read(name, exc)) from exc
@@ -603,15 +638,18 @@ def read_source(
     stdin: BinaryIO | None = None,
     start_offset: int = 0,
     start_line: int = 0,
+    skip: Callable[[], bool] | None = None,
 ) -> Iterator[InputItem]:
     """Lazily yield the items of one file, or of stdin for "-".
 
     The file is opened at once, so a missing file raises InputError here rather than at the first
     item. `start_offset`/`start_line` resume NDJSON where a checkpoint left off: reading starts at
     that byte offset of the (decompressed) stream and numbers lines after `start_line`.
+    `skip`: see `_ndjson`; the items it passes over are the one object SKIPPED.
     """
     stream, seekable = _open(name, stdin)
-    return _with_supersessions(name, _read(name, stream, seekable, start_offset, start_line))
+    items = _read(name, stream, seekable, start_offset, start_line, skip)
+    return _with_supersessions(name, items)
 
 
 def _with_supersessions(name: str, items: Iterator[InputItem]) -> Iterator[InputItem]:

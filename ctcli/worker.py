@@ -140,20 +140,26 @@ def _work(
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _close_inherited_files(keep=sender.fileno())
     from ctcli.pipeline import prepare
-    from ctcli.sources import read_source
+    from ctcli.sources import SKIPPED, read_source
 
     try:
         block: list[tuple[Any, ...]] = []
         now = int(time.time())
-        items = read_source(name, start_offset=start_offset, start_line=start_line)
+        upcoming = 0  # the position of the item read next, counted over every worker's share
+
+        def theirs() -> bool:
+            return (upcoming // _BLOCK) % count != index
+
+        items = read_source(name, start_offset=start_offset, start_line=start_line, skip=theirs)
         for position, item in enumerate(items):
+            upcoming = position + 1
             if position % _BLOCK == 0:
                 now = int(time.time())
                 if block:  # the block before this one was ours (every item of it is here)
                     sender.send(("items", block))
                     block = []
-            if (position // _BLOCK) % count != index:
-                continue  # another worker's block: read (to keep count), not mapped
+            if item is SKIPPED or (position // _BLOCK) % count != index:
+                continue  # another worker's item: counted (mostly unparsed), not mapped
             prepared = prepare(item, router, now=now, send=send)
             entries = prepared[2]
             if type(entries) is list:

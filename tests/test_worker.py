@@ -132,3 +132,54 @@ def test_a_read_error_in_the_worker_is_reported_and_later_files_still_go(
     assert result.exit_code == 2
     assert "broken.ndjson.gz" in result.stderr
     assert "g" in live.profiles()
+
+
+def tricky_lines(count: int) -> bytes:
+    """Lines that yield no item, one, or several: what a worker passing over them must count."""
+    event = b'{"type":"identify","userId":"u%d","traits":{"plan":"p%d"}}'
+    pieces: list[bytes] = []
+    for n in range(count):
+        kind = n % 9
+        if kind == 1:
+            pieces.append(b"\n")  # blank: no item
+        elif kind == 2:
+            batch = [{"type": "identify", "userId": f"b{n}-{k}"} for k in range(3)]
+            pieces.append(json.dumps({"batch": batch}).encode() + b"\n")  # three items
+        elif kind == 3:
+            pieces.append((event % (n, n)) + b"\r" + (event % (n + 1, n)) + b"\r\n")  # two
+        elif kind == 4:
+            pieces.append(b"{broken\n")  # one invalid item
+        elif kind == 5:
+            pieces.append(b"\xef\xbb\xbf" + (event % (n, n)) + b"\n")  # a BOM where files joined
+        else:
+            pieces.append((event % (n, n)) + b"\n")
+    return b"".join(pieces)
+
+
+def test_items_passed_over_unparsed_keep_every_later_item_at_its_place(tmp_path):
+    from ctcli.sources import SKIPPED, read_source
+
+    path = tmp_path / "tricky.ndjson"
+    path.write_bytes(tricky_lines(400))
+    every = list(read_source(str(path)))
+    for pattern in ([True, False], [False, True, True], [True] * 5 + [False]):
+        asked = iter(pattern * 1000)
+        got = list(read_source(str(path), skip=lambda asked=asked: next(asked)))
+        assert len(got) == len(every)
+        kept = [(a, b) for a, b in zip(got, every, strict=True) if a is not SKIPPED]
+        assert kept and len(kept) < len(every)
+        assert all((a.line, a.event, a.error) == (b.line, b.event, b.error) for a, b in kept)
+
+
+def test_a_dry_run_of_tricky_lines_through_the_worker_prints_what_one_process_prints(
+    env, tmp_path, with_worker
+):
+    path = tmp_path / "tricky.ndjson"
+    path.write_bytes(tricky_lines(3000))
+    outputs = []
+    for on in (False, True):
+        with_worker(on)
+        result = invoke("upload", "--dry-run", "-o", "ndjson", str(path))
+        outputs.append((result.exit_code, result.stdout))
+    assert outputs[0] == outputs[1]
+    assert outputs[0][1].count('"status":"invalid"') >= 300
