@@ -1,6 +1,6 @@
 """Entry point for `python -m ctcli`."""
 
-from ctcli.entry import main
+from ctcli.cli.entry import main
 
 if __name__ == "__main__":
     main()

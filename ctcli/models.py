@@ -38,7 +38,7 @@ class InputItem:
     # on a line that only says so (a marker), what it says.
     superseded: Any = None
     marker: bool = False  # a --failed file's line that says a later event superseded failures
-    prepared: Any = None  # routed and mapped already (pipeline.prepare), e.g. by a worker
+    prepared: Any = None  # routed and mapped already (events.prepare), e.g. by a worker
     event_json: bytes | None = None  # the event, JSON-encoded, when `event` was not kept
 
 

@@ -1,4 +1,4 @@
-"""Tests for ctcli.actions: User Upload and Delete User mapping and profile validation."""
+"""Tests for ctcli.events.actions: User Upload and Delete User mapping and profile validation."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctcli.actions import (
+from ctcli.events.actions import (
     InvalidEvent,
     identity_of,
     map_delete,

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from ctcli import __version__
-from ctcli.clevertap import (
+from ctcli.delivery.client import (
     UNREADABLE_ANSWER,
     CleverTapClient,
     ClientSettings,

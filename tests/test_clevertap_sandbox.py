@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ctcli.clevertap import CleverTapClient, ClientSettings, Outcome, check_credentials
+from ctcli.delivery.client import CleverTapClient, ClientSettings, Outcome, check_credentials
 from ctcli.errors import CredentialsRejected, Unreachable
 from ctcli.sandbox import Sandbox
 

@@ -11,8 +11,8 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from ctcli import cli_events
-from ctcli.cli import app
+from ctcli.cli import send as cli_events
+from ctcli.cli.app import app
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_events"

@@ -13,7 +13,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ctcli.actions import InvalidEvent, _map_common, _map_general, map_upload
+from ctcli.events.actions import InvalidEvent, _map_common, _map_general, map_upload
 from ctcli.models import FieldMapping
 
 NOW = 1_700_000_000

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-from ctcli import cli_configure
-from ctcli.cli import app
+from ctcli.cli import configure as cli_configure
+from ctcli.cli.app import app
 from ctcli.sandbox import Sandbox
 
 SENTINEL = "SENTINEL-PASSCODE-7731"
@@ -489,7 +489,7 @@ def test_sentinel_passcode_is_not_in_a_debug_traceback(config: Path) -> None:
         "def broken(*args, **kwargs):\n"
         "    raise RuntimeError('disk on fire')\n"
         "ctcli.config.save_profile = broken\n"
-        "from ctcli.cli import main\n"
+        "from ctcli.cli.app import main\n"
         "main()\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEVERTAP_", "CTCLI_"))}

@@ -1,7 +1,7 @@
 """Nothing is lost: faults injected into the sandbox, real sockets, every event accounted for.
 
 Each test drives the real command line (Typer's CliRunner, or a `python -m ctcli` process where a
-real SIGTERM is needed) or `ctcli.run.execute` against a `Sandbox` on loopback, switches faults on
+real SIGTERM is needed) or `ctcli.job.execute` against a `Sandbox` on loopback, switches faults on
 with `Sandbox.set_faults`, and then checks the three ledgers against each other: the results (one
 per event, by source and line), the sandbox's profiles and counters, and the --failed file (every
 event that is not `ok`, exactly once). Re-driving the failed file after the faults are cleared must
@@ -28,13 +28,13 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-import ctcli.clevertap
-import ctcli.pipeline
-import ctcli.run
-from ctcli.cli import app
+import ctcli.delivery.client
+import ctcli.delivery.pipeline
+import ctcli.job
+from ctcli.cli.app import app
 from ctcli.errors import ExitStatus
+from ctcli.job import RunSettings, execute
 from ctcli.models import InputItem, Result
-from ctcli.run import RunSettings, execute
 from ctcli.sandbox import Sandbox
 
 PROJECT_ID, PASSCODE = "TEST-ACC", "test-passcode"  # what the conftest sandbox accepts
@@ -47,7 +47,7 @@ BROKEN_LINE = '{"type": "identify", "userId": "half-a-line"'
 
 
 @dataclass(frozen=True)
-class _QuickBackoff(ctcli.clevertap.ClientSettings):
+class _QuickBackoff(ctcli.delivery.client.ClientSettings):
     backoff_base: float = 0.005
     backoff_cap: float = 0.2
 
@@ -55,7 +55,7 @@ class _QuickBackoff(ctcli.clevertap.ClientSettings):
 @pytest.fixture(autouse=True)
 def quick_backoff(monkeypatch):
     """Every client built by a run backs off for milliseconds, not half-seconds."""
-    monkeypatch.setattr(ctcli.clevertap, "ClientSettings", _QuickBackoff)
+    monkeypatch.setattr(ctcli.delivery.client, "ClientSettings", _QuickBackoff)
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -310,14 +310,14 @@ def test_requests_in_flight_never_exceed_concurrency(live, tmp_path, concurrency
 
 
 @dataclass(frozen=True)
-class _NoLinger(ctcli.pipeline.PipelineOptions):
+class _NoLinger(ctcli.delivery.pipeline.PipelineOptions):
     linger_seconds: float = 3600.0
 
 
 @pytest.mark.parametrize("batch_size", [None, 7, 1000])
 def test_upload_requests_are_full_batches_but_the_last(live, tmp_path, monkeypatch, batch_size):
     # An open batch is sent after 0.5 s even if not full: a loaded machine may read that slowly.
-    monkeypatch.setattr(ctcli.run, "PipelineOptions", _NoLinger)
+    monkeypatch.setattr(ctcli.job, "PipelineOptions", _NoLinger)
     spec = write_input(tmp_path / "events.ndjson", 2500)
     option = ["--batch-size", str(batch_size)] if batch_size else []
     size = batch_size or 1000
@@ -517,7 +517,7 @@ def test_retries_stop_at_the_total_time_budget_and_the_events_fail_into_the_fail
     class ShortBudget(_QuickBackoff):
         max_total_seconds: float = 0.05
 
-    monkeypatch.setattr(ctcli.clevertap, "ClientSettings", ShortBudget)
+    monkeypatch.setattr(ctcli.delivery.client, "ClientSettings", ShortBudget)
     spec = write_input(tmp_path / "events.ndjson", 300)
     failed_path = tmp_path / "failed.ndjson"
     live.set_faults(fail_every=1, fail_status=503)

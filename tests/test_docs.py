@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ctcli.cli import app
+from ctcli.cli.app import app
 from ctcli.sandbox import Sandbox
 
 ROOT = Path(__file__).resolve().parent.parent

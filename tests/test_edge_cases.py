@@ -14,7 +14,7 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from ctcli.cli import app
+from ctcli.cli.app import app
 
 CTCLI = [sys.executable, "-m", "ctcli"]
 
@@ -264,7 +264,7 @@ def test_refused_credentials_are_explained_once_on_stderr(live, tmp_path, monkey
 
 
 def test_delete_prompt_at_end_of_input_deletes_nothing(live, monkeypatch):
-    from ctcli import cli_events
+    from ctcli.cli import send as cli_events
 
     monkeypatch.setattr(cli_events, "stdin_is_terminal", lambda: True)
     result = CliRunner().invoke(app, ["delete", "u1"], input="")

@@ -21,9 +21,9 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from ctcli.clevertap import CleverTapClient, ClientSettings
-from ctcli.cli import app
-from ctcli.sources import MAX_DEPTH
+from ctcli.cli.app import app
+from ctcli.delivery.client import CleverTapClient, ClientSettings
+from ctcli.events.sources import MAX_DEPTH
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "sample_events" / "events.ndjson"

@@ -21,7 +21,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from ctcli import config
-from ctcli.cli import app
+from ctcli.cli.app import app
 from ctcli.sandbox import Sandbox
 
 PASSCODE = "HARDENING-PASSCODE-5521"

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
+from ctcli.delivery.checkpoints import StateFile
 from ctcli.errors import ConfigError
 from ctcli.sandbox import Sandbox
-from ctcli.state import StateFile
 
 RUN_TIMEOUT = 20  # seconds: a guard against a hung run, never a timing assertion
 STATE_TEXT = '{"version": 1, "files": {}}'
@@ -29,7 +29,7 @@ runner = CliRunner()
 
 
 def upload(events: Path, state: Path | str, *more: str) -> Result:
-    from ctcli.cli import app
+    from ctcli.cli.app import app
 
     return runner.invoke(app, ["upload", str(events), "--state", str(state), "-o", "ndjson", *more])
 
@@ -119,7 +119,7 @@ def holder(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
     (tmp_path / "real").mkdir()
     code = (
         "import sys\n"
-        "from ctcli.state import StateFile\n"
+        "from ctcli.delivery.checkpoints import StateFile\n"
         "StateFile(sys.argv[1]).lock()\n"
         "print('locked', flush=True)\n"
         "sys.stdin.read()\n"

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-import ctcli.clevertap
-from ctcli.cli import app
+import ctcli.delivery.client
+from ctcli.cli.app import app
 from ctcli.sandbox import Sandbox
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_events" / "events.ndjson"
@@ -30,14 +30,14 @@ BASE_TS = 1_700_000_000
 
 
 @dataclass(frozen=True)
-class _QuickBackoff(ctcli.clevertap.ClientSettings):
+class _QuickBackoff(ctcli.delivery.client.ClientSettings):
     backoff_base: float = 0.002
     backoff_cap: float = 0.05
 
 
 @pytest.fixture(autouse=True)
 def quick_backoff(monkeypatch):
-    monkeypatch.setattr(ctcli.clevertap, "ClientSettings", _QuickBackoff)
+    monkeypatch.setattr(ctcli.delivery.client, "ClientSettings", _QuickBackoff)
 
 
 def invoke(*args: str):

@@ -7,8 +7,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ctcli.delivery.ordering import Scheduler, Work, merged_upload
 from ctcli.models import Action
-from ctcli.ordering import Scheduler, Work, merged_upload
 
 
 def record(identity: str, ts: int | None = 1, **profile: Any) -> dict[str, Any]:

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from ctcli.clevertap import Outcome
+from ctcli.delivery.client import Outcome
+from ctcli.delivery.pipeline import Pipeline, PipelineOptions
 from ctcli.errors import CredentialsRejected, ExitStatus
+from ctcli.events.subscriptions import PRESETS, route
 from ctcli.models import Action, FieldMapping, InputItem, Result, Status
-from ctcli.pipeline import Pipeline, PipelineOptions
-from ctcli.subscriptions import PRESETS, route
 
 
 @dataclass
@@ -159,7 +159,7 @@ def test_refused_credentials_fail_every_event_not_accepted():
 
 def test_an_event_for_two_actions_gets_two_results():
     def both(item: InputItem):
-        from ctcli.run import command_subscription
+        from ctcli.job import command_subscription
 
         mapping = FieldMapping()
         return [

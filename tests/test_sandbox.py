@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-import ctcli.sandbox
+import ctcli.sandbox.server
 from ctcli.errors import ConfigError
 from ctcli.sandbox import Sandbox, serve
 
@@ -469,7 +469,9 @@ def test_latency_is_waited_out_in_flight_before_the_request_is_processed(
         def sleep(seconds: float) -> None:  # what the sandbox would wait, and its state then
             waits.append((seconds, slow.stats()))
 
-        monkeypatch.setattr(ctcli.sandbox, "time", SimpleNamespace(sleep=sleep, time=time.time))
+        monkeypatch.setattr(
+            ctcli.sandbox.server, "time", SimpleNamespace(sleep=sleep, time=time.time)
+        )
         slow.set_faults(latency=0.5)  # added to the sandbox's own latency
         with httpx.Client(base_url=slow.url, headers=HEADERS, timeout=WAIT) as own:
             assert upload(own, profile("u1", Name="A")).status_code == 200

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ctcli import pipeline
-from ctcli.cli import app
+from ctcli.cli.app import app
+from ctcli.delivery import pipeline
 from ctcli.sandbox import Sandbox
 
 SENTINEL = "SENTINEL-PASSCODE-93f1c7"
@@ -132,7 +132,7 @@ def test_passcode_absent_from_a_real_process_traceback(outputs, tmp_path):
     plant = tmp_path / "plant"
     plant.mkdir()
     (plant / "sitecustomize.py").write_text(
-        "import ctcli.pipeline as p\n"
+        "import ctcli.delivery.pipeline as p\n"
         "def boom(self, items):\n"
         "    raise RuntimeError('planted bug in a real process')\n"
         "p.Pipeline.run = boom\n"

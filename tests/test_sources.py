@@ -1,4 +1,4 @@
-"""Behaviour of ctcli.sources: every input format, line numbers, bad content, resume, errors."""
+"""ctcli.events.sources: every input format, line numbers, bad content, resume, errors."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from ctcli.errors import InputError
+from ctcli.events.sources import open_source, read_source, read_sources
 from ctcli.models import InputItem
-from ctcli.sources import open_source, read_source, read_sources
 
 IDENTIFY = {"type": "identify", "userId": "u1", "traits": {"email": "a@example.com"}}
 TRACK = {"type": "track", "userId": "u2", "event": "Order Completed"}
@@ -295,7 +295,7 @@ def test_deeply_nested_line_becomes_error_not_exception():
 
 
 def test_nesting_up_to_the_limit_reads_and_deeper_is_invalid_with_the_rest_read_on():
-    from ctcli.sources import MAX_DEPTH
+    from ctcli.events.sources import MAX_DEPTH
 
     deepest = {"a": json.loads("[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1))}
     too_deep = '{"a":' * 1000 + "1" + "}" * 1000  # orjson takes it; recursion would not
@@ -515,7 +515,7 @@ def test_json_objects_written_as_ndjson_read_back_equal_with_line_numbers(
 PEAK_RSS_SCRIPT = textwrap.dedent(
     """
     import resource, sys, orjson
-    from ctcli.sources import read_source
+    from ctcli.events.sources import read_source
 
     path, count = sys.argv[1], int(sys.argv[2])
     with open(path, "wb") as out:

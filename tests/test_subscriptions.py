@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 
 from ctcli.errors import ConfigError, TriggerSyntaxError
-from ctcli.models import Action, FieldMapping
-from ctcli.subscriptions import (
+from ctcli.events.subscriptions import (
     PRESETS,
     Subscription,
     build_subscriptions,
@@ -17,6 +16,7 @@ from ctcli.subscriptions import (
     make_subscription,
     route,
 )
+from ctcli.models import Action, FieldMapping
 
 ACCOUNT_CLOSED = {
     "trigger": 'type = "track" and event = "Account Closed"',

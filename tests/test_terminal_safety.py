@@ -20,9 +20,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ctcli.cli.report import JsonReporter, NdjsonReporter, TableReporter, escape_controls
+from ctcli.delivery.pipeline import Summary
 from ctcli.models import InputItem, Result, Status
-from ctcli.pipeline import Summary
-from ctcli.report import JsonReporter, NdjsonReporter, TableReporter, escape_controls
 
 ROOT = Path(__file__).resolve().parent.parent
 

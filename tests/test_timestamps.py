@@ -1,4 +1,4 @@
-"""Tests for ctcli.timestamps: the strict ISO-8601 rule, conversion and Created At parsing."""
+"""ctcli.events.timestamps: the strict ISO-8601 rule, conversion and Created At parsing."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctcli.timestamps import convert_timestamps, iso8601_to_epoch, parse_created_at
+from ctcli.events.timestamps import convert_timestamps, iso8601_to_epoch, parse_created_at
 
 SETTINGS = settings(max_examples=200, deadline=None)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

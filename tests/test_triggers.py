@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ctcli.errors import ConfigError, TriggerSyntaxError
-from ctcli.triggers import compile_path, compile_trigger, get_path
+from ctcli.events.triggers import compile_path, compile_trigger, get_path
 
 EVENT: dict[str, Any] = {
     "type": "track",

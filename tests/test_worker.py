@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-import ctcli.worker
-from ctcli.cli import app
+import ctcli.events.workers
+from ctcli.cli.app import app
 
 LONG_EMAIL = "x" * 250 + "@example.com"  # sent by ctcli, refused by the sandbox (515)
 
@@ -69,7 +69,7 @@ def unnumbered(text: str) -> str:
 @pytest.fixture
 def with_worker(monkeypatch):
     def switch(on: bool) -> None:
-        monkeypatch.setattr(ctcli.worker, "MIN_FILE_BYTES", 0 if on else 1 << 60)
+        monkeypatch.setattr(ctcli.events.workers, "MIN_FILE_BYTES", 0 if on else 1 << 60)
 
     return switch
 
@@ -157,7 +157,7 @@ def tricky_lines(count: int) -> bytes:
 
 
 def test_items_passed_over_unparsed_keep_every_later_item_at_its_place(tmp_path):
-    from ctcli.sources import SKIPPED, read_source
+    from ctcli.events.sources import SKIPPED, read_source
 
     path = tmp_path / "tricky.ndjson"
     path.write_bytes(tricky_lines(400))

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ctcli.sandbox import Sandbox
+from ctcli.sandbox.server import Sandbox
 
 CTCLI = str(Path(sys.executable).with_name("ctcli"))
 

@@ -174,8 +174,8 @@ def _graceful_stop() -> Iterator[threading.Event]:
 
 
 def _run(mode: str, inputs: list[str], arg_items: list[Any], common: CommonOptions) -> None:
-    from ctcli.report import escape_controls, make_reporter
-    from ctcli.run import RunSettings, execute
+    from ctcli.cli.report import escape_controls, make_reporter
+    from ctcli.job import RunSettings, execute
 
     if common.dry_run and common.sandbox:
         raise UsageError("--dry-run and --sandbox cannot be combined: a dry run sends nothing")
@@ -324,7 +324,7 @@ def upload(
 def _confirm_delete(count: int, files: list[str], project: str) -> bool:
     what = f"{count} profile{'s' if count != 1 else ''}" if count else ""
     if files:
-        from ctcli.report import escape_controls
+        from ctcli.cli.report import escape_controls
 
         named = escape_controls(", ".join(files))
         what = (
@@ -413,8 +413,8 @@ def replay(
 
 def _print_subscriptions(common: CommonOptions) -> None:
     from ctcli.config import resolve_profile
+    from ctcli.events.subscriptions import build_subscriptions, describe
     from ctcli.models import FieldMapping
-    from ctcli.subscriptions import build_subscriptions, describe
 
     profile = resolve_profile(common.profile)
     mapping = FieldMapping(convert_timestamps=not common.no_convert_timestamps)

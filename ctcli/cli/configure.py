@@ -286,7 +286,7 @@ def _check(
         name, project_id=project_id, region=region, endpoint=endpoint, env=env, path=path
     )
     resolved.require_credentials()
-    from ctcli.clevertap import check_credentials
+    from ctcli.delivery.client import check_credentials
 
     base_url = config.redact_url(resolved.base_url)  # shown, never a proxy's password
     assert resolved.project_id is not None and resolved.passcode is not None

@@ -12,9 +12,9 @@ from typing import BinaryIO
 import orjson
 
 from ctcli.errors import InputError
+from ctcli.events.sources import FAILED_LINE_MARK, objects_with
+from ctcli.events.supersession import marker_line
 from ctcli.models import InputItem, Result
-from ctcli.sources import FAILED_LINE_MARK, objects_with
-from ctcli.supersession import marker_line
 
 
 class FailedFile:

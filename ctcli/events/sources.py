@@ -40,8 +40,8 @@ from typing import Any, BinaryIO
 import orjson
 
 from ctcli.errors import InputError
+from ctcli.events.supersession import Markers, is_marker, settle
 from ctcli.models import InputItem
-from ctcli.supersession import Markers, is_marker, settle
 
 __all__ = ["open_source", "read_source", "read_sources"]
 

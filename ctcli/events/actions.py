@@ -15,8 +15,8 @@ from typing import Any
 
 import orjson
 
+from ctcli.events.timestamps import convert_timestamps, iso8601_to_epoch, parse_created_at
 from ctcli.models import FieldMapping
-from ctcli.timestamps import convert_timestamps, iso8601_to_epoch, parse_created_at
 
 __all__ = [
     "STANDARD_KEYS",

@@ -14,8 +14,9 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
-from ctcli import __version__, cli_events
-from ctcli.cli_configure import configure
+from ctcli import __version__
+from ctcli.cli import send as cli_events
+from ctcli.cli.configure import configure
 from ctcli.errors import CtcliError, ExitStatus
 
 _FULL_OR_BROKEN_DEVICE = frozenset(
@@ -132,7 +133,7 @@ def sandbox_command(
 
 def error_line(message: str) -> None:
     """Print one plain error line on stderr (never parsed as markup, never raw controls)."""
-    from ctcli.report import escape_controls
+    from ctcli.cli.report import escape_controls
 
     sys.stderr.write(f"ctcli: error: {escape_controls(message)}\n")
     sys.stderr.flush()

@@ -1,7 +1,7 @@
 """Reading, parsing and mapping a large file in a second process, so both cores do work.
 
 Parsing JSON and mapping events is most of ctcli's CPU per event. For a large regular NDJSON
-file a forked worker process reads the file, routes and maps each item (`pipeline.prepare`) and
+file a forked worker process reads the file, routes and maps each item (`events.prepare`) and
 hands the main process blocks of ready items: the records to send already JSON-encoded, every
 result known in advance (invalid, skipped, dry-run, superseded) already decided. The main process
 keeps everything that has to be in one place: HTTP, per-identity order, backpressure, signals,
@@ -139,8 +139,8 @@ def _work(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _close_inherited_files(keep=sender.fileno())
-    from ctcli.pipeline import prepare
-    from ctcli.sources import SKIPPED, read_source
+    from ctcli.events.prepare import prepare
+    from ctcli.events.sources import SKIPPED, read_source
 
     try:
         block: list[tuple[Any, ...]] = []

@@ -17,11 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ctcli.actions import InvalidEvent, identity_of, map_delete, map_upload
+from ctcli.delivery.ordering import Batch, Scheduler, Work, decoded
 from ctcli.errors import CredentialsRejected, ExitStatus
+from ctcli.events.prepare import Router, prepare
 from ctcli.models import Action, InputItem, Result, Status
-from ctcli.ordering import Batch, Scheduler, Work, decoded
-from ctcli.subscriptions import Subscription
 
 CREDENTIALS_REFUSED = "credentials refused"
 _COLLECT_EVERY = 8  # answered batches between full garbage collections
@@ -36,9 +35,6 @@ class Sender(Protocol):
     def upload(self, records: list[dict[str, Any] | bytes]) -> list[Any]: ...
 
     def delete(self, identities: list[str]) -> list[Any]: ...
-
-
-Router = Callable[[InputItem], Sequence[Subscription]]
 
 
 @dataclass(frozen=True)
@@ -139,57 +135,6 @@ _NOT_ABOUT_THE_RECORD = frozenset({401, 403, 408, 429, 500, 502, 503, 504})
 def _about_the_record(outcome: Any) -> bool:
     code = outcome.code
     return code is not None and code not in _NOT_ABOUT_THE_RECORD
-
-
-# What becomes of one item, decided without any bookkeeping, so it can be done anywhere (in a
-# worker process too): (type, event name, entries), where entries is one
-# (action, identity, status, payload-or-error) per subscription (status None: send the payload),
-# or, for an item that settles alone, its status (INVALID, SKIPPED).
-Entry = tuple[Action, str | None, Status | None, Any]
-Prepared = tuple[str | None, str | None, list[Entry] | Status]
-
-
-def prepare(item: InputItem, router: Router, *, now: int, send: bool) -> Prepared:
-    """Route and map one item; the records to send, or each result known already.
-
-    With `send` false (a dry run) what would be sent is `dry-run`.
-    """
-    event = item.event
-    if event is None:
-        return None, None, Status.INVALID
-    kind = event.get("type")
-    name = event.get("event")
-    kind = kind if type(kind) is str else None
-    name = name if type(name) is str else None
-    subscriptions = router(item)
-    if not subscriptions:
-        return kind, name, Status.SKIPPED
-    entries: list[Entry] = []
-    for subscription in subscriptions:
-        action = subscription.action
-        try:
-            if action is Action.UPLOAD:
-                payload: Any = map_upload(event, subscription.mapping, now=now)
-                identity = payload["identity"]
-            else:
-                payload = identity = map_delete(event, subscription.mapping)
-        except (InvalidEvent, RecursionError) as exc:
-            reason = str(exc) if isinstance(exc, InvalidEvent) else "nested too deeply"
-            entries.append(
-                (action, identity_of(event, subscription.mapping), Status.INVALID, reason)
-            )
-            continue
-        superseded = item.superseded
-        if superseded is not None:
-            payload, gone = superseded.trim(action, payload)
-            if gone:
-                entries.append((action, identity, Status.SUPERSEDED, gone))
-                continue
-        if send:
-            entries.append((action, identity, None, payload))
-        else:
-            entries.append((action, identity, Status.DRY_RUN, None))
-    return kind, name, entries
 
 
 class Pipeline:

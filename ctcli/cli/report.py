@@ -17,8 +17,8 @@ from typing import IO, Any
 
 import orjson
 
+from ctcli.delivery.pipeline import Summary
 from ctcli.models import InputItem, Result, Status
-from ctcli.pipeline import Summary
 
 TABLE_ROW_LIMIT = 500  # --show all lists every event up to this many, then only failures
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from ctcli.actions import InvalidEvent, validate_profile_data
+from ctcli.events.actions import InvalidEvent, validate_profile_data
 from ctcli.models import Action
 
 Target = tuple[Any, int]  # (the event's result slot, the index of this action's result in it)

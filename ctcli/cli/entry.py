@@ -27,7 +27,7 @@ def _run_cli() -> SystemExit:
     # machinery can be swallowed, or break a class being built, instead of stopping anything.
     for signum in _STOP_SIGNALS:
         signal.signal(signum, _note)
-    from ctcli.cli import main as cli_main
+    from ctcli.cli.app import main as cli_main
 
     if _signals:
         return SystemExit(_INTERRUPTED)

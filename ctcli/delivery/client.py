@@ -26,8 +26,8 @@ import httpx
 import orjson
 
 from ctcli import __version__
+from ctcli.delivery.transport import is_host_name, make_transport, redact_url, request_deadline
 from ctcli.errors import ConfigError, CredentialsRejected, Unreachable
-from ctcli.transport import is_host_name, make_transport, redact_url, request_deadline
 
 UPLOAD_PATH = "/1/upload"
 DELETE_PATH = "/1/delete/profiles.json"

@@ -1,8 +1,8 @@
 """Subscriptions: which action runs, with which field mapping, on which events.
 
-A subscription pairs a trigger (see `ctcli.triggers`) with an action and a field mapping, as in
-Segment's "CleverTap (Actions)" destination. The two Quick Setup presets are always there unless
-turned off; a profile in the config file may add its own:
+A subscription pairs a trigger (see `ctcli.events.triggers`) with an action and a field mapping,
+as in Segment's "CleverTap (Actions)" destination. The two Quick Setup presets are always there
+unless turned off; a profile in the config file may add its own:
 
     [[profiles.default.subscriptions]]
     trigger = 'type = "track" and event = "Account Closed"'
@@ -18,8 +18,8 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from ctcli.errors import ConfigError, TriggerSyntaxError
+from ctcli.events.triggers import compile_trigger
 from ctcli.models import Action, FieldMapping
-from ctcli.triggers import compile_trigger
 
 __all__ = [
     "PRESETS",

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from ctcli.config import Profile, permission_warning, resolve_profile
+from ctcli.delivery.checkpoints import StateFile
+from ctcli.delivery.failed_file import FailedFile
+from ctcli.delivery.pipeline import Pipeline, PipelineOptions, Sender, Summary, with_ticks
 from ctcli.errors import InputError, UsageError
-from ctcli.failed_file import FailedFile
+from ctcli.events.subscriptions import Subscription, build_subscriptions, route
+from ctcli.events.workers import read_prepared, worth_a_worker
 from ctcli.models import Action, FieldMapping, InputItem, Result, Status
-from ctcli.pipeline import Pipeline, PipelineOptions, Sender, Summary, with_ticks
-from ctcli.state import StateFile
-from ctcli.subscriptions import Subscription, build_subscriptions, route
-from ctcli.worker import read_prepared, worth_a_worker
 
 SANDBOX_PROJECT_ID = "sandbox"
 
@@ -102,7 +102,7 @@ def make_router(
 
 def check_inputs(inputs: Sequence[str], *, tracked: bool) -> None:
     """Fail before sending anything when a named file cannot be read (exit 2)."""
-    from ctcli.sources import check_readable
+    from ctcli.events.sources import check_readable
 
     for name in inputs:
         if name == "-":
@@ -188,7 +188,7 @@ def _read_input(
     note: Callable[[str], None],
     worker: WorkerReader | None = None,
 ) -> Iterator[InputItem]:
-    from ctcli.sources import read_source
+    from ctcli.events.sources import read_source
 
     if state is None or name == "-":
         if worker is not None and name != "-" and worth_a_worker(name, streams=False):
@@ -345,7 +345,7 @@ def open_sender(
 
     Once `stop` is set the client retries nothing more, and its backoff waits end at once.
     """
-    from ctcli.clevertap import CleverTapClient, ClientSettings
+    from ctcli.delivery.client import CleverTapClient, ClientSettings
 
     if settings.sandbox:
         from ctcli.sandbox import Sandbox

@@ -1,0 +1,1 @@
+"""Records out: batches in per-identity order, the CleverTap client, failed file, checkpoints."""

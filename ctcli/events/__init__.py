@@ -1,0 +1,1 @@
+"""Events in: reading inputs, triggers, routing and mapping to CleverTap records."""
