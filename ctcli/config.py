@@ -13,7 +13,7 @@ import stat
 import tempfile
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -194,6 +194,43 @@ class Profile:
         raise ConfigError(
             f"no {what} for profile {self.name!r}: run 'ctcli configure --profile {self.name}' "
             f"or set {how_env}"
+        )
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """An account given directly (a library call, a sandbox), in place of a profile's.
+
+    `endpoint` and `region` are optional, as in a profile; None keeps the profile's.
+    """
+
+    project_id: str
+    passcode: str = field(repr=False)
+    region: str | None = None
+    endpoint: str | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"Credentials(project_id={self.project_id!r}, passcode=<set>, "
+            f"region={self.region!r}, endpoint={self.endpoint and redact_url(self.endpoint)!r})"
+        )
+
+    def apply_to(self, profile: Profile) -> Profile:
+        """`profile` with this account: its subscriptions kept, the credentials replaced."""
+        origins = dict(profile.origins, project_id="flag", passcode="flag")
+        region = profile.region
+        if self.region is not None:
+            region, origins["region"] = normalize_region(self.region), "flag"
+        endpoint = profile.endpoint
+        if self.endpoint is not None:
+            endpoint, origins["endpoint"] = normalize_endpoint(self.endpoint), "flag"
+        return replace(
+            profile,
+            project_id=self.project_id,
+            passcode=self.passcode,
+            region=region,
+            endpoint=endpoint,
+            origins=MappingProxyType(origins),
         )
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import secrets
 import sys
 import threading
 import time
@@ -17,26 +16,26 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from ctcli.config import Profile, permission_warning, resolve_profile
+from ctcli.config import Credentials, Profile, permission_warning, resolve_profile
 from ctcli.delivery.checkpoints import StateFile
 from ctcli.delivery.failed_file import FailedFile
 from ctcli.delivery.pipeline import Pipeline, PipelineOptions, Sender, Summary, with_ticks
 from ctcli.errors import InputError, UsageError
 from ctcli.events.subscriptions import Subscription, build_subscriptions, route
 from ctcli.events.workers import read_prepared, worth_a_worker
-from ctcli.models import Action, FieldMapping, InputItem, Result, Status
-
-SANDBOX_PROJECT_ID = "sandbox"
+from ctcli.models import Action, FieldMapping, InputItem, Mode, Result, Status
 
 
 @dataclass(frozen=True)
 class RunSettings:
-    mode: str  # "upload", "delete" or "replay"
+    mode: Mode
     inputs: Sequence[str] = ()
-    arg_items: Sequence[InputItem] = ()
+    # Items that come before the inputs and belong to no file (the command line, a library
+    # caller's events): reported like the rest, never counted by a checkpoint.
+    arg_items: Iterable[InputItem] = ()
     profile: str | None = None
+    credentials: Credentials | None = None  # in place of the profile's account
     dry_run: bool = False
-    sandbox: bool = False
     failed_path: str | None = None
     state_path: str | None = None
     batch_size: int = 1000
@@ -45,6 +44,9 @@ class RunSettings:
     timeout: float = 10.0
     convert_timestamps: bool = True
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", Mode(self.mode))  # "upload" as well as Mode.UPLOAD
 
 
 def _every_event(_event: object) -> bool:
@@ -71,6 +73,8 @@ def load_profile(settings: RunSettings, warn: Callable[[str], None]) -> Profile:
     warning = permission_warning(config_path(settings.env))
     if warning:
         warn(warning)
+    if settings.credentials is not None:
+        profile = settings.credentials.apply_to(profile)
     return profile
 
 
@@ -78,10 +82,10 @@ def make_router(
     settings: RunSettings, profile: Profile
 ) -> Callable[[InputItem], Sequence[Subscription]]:
     mapping = FieldMapping(convert_timestamps=settings.convert_timestamps)
-    if settings.mode == "upload":
+    if settings.mode is Mode.UPLOAD:
         fixed = [command_subscription(Action.UPLOAD, mapping)]
         return lambda item: fixed
-    if settings.mode == "delete":
+    if settings.mode is Mode.DELETE:
         fixed = [command_subscription(Action.DELETE, mapping)]
         return lambda item: fixed
     subscriptions = build_subscriptions(profile.subscriptions, base=mapping, profile=profile.name)
@@ -253,7 +257,13 @@ def execute(
             state.load()
         last_save = time.monotonic()
         # Items from the command line have no file to checkpoint, even if one is named "args".
-        from_args = {id(item) for item in settings.arg_items}
+        # Each is known by its id() until its results are recorded; it is alive until then.
+        from_args: set[int] = set()
+
+        def arg_items() -> Iterator[InputItem]:
+            for item in settings.arg_items:
+                from_args.add(id(item))
+                yield item
 
         def flush_outputs() -> None:
             if failed is not None:
@@ -292,7 +302,9 @@ def execute(
                     elif result.supersedes is not None:
                         failed.supersede(result)
             sink(item, results)  # reported before any checkpoint counts it as settled
-            if state is not None and id(item) not in from_args:
+            if from_args and id(item) in from_args:
+                from_args.discard(id(item))
+            elif state is not None:
                 held = state.settle(item, results, failed_written=failed is not None)
                 if held:
                     warn(held)
@@ -311,11 +323,11 @@ def execute(
                 )  # fmt: skip
 
         items: Iterable[InputItem | None] = itertools.chain(
-            settings.arg_items, read_inputs(settings.inputs, stdin, state, note, worker)
+            arg_items(), read_inputs(settings.inputs, stdin, state, note, worker)
         )
         if streams:
             items = with_ticks(items)  # type: ignore[arg-type]
-        default_action = None if settings.mode == "replay" else settings.mode
+        default_action = None if settings.mode is Mode.REPLAY else str(settings.mode)
         pipeline = Pipeline(
             router=router,
             sender=sender,
@@ -341,29 +353,18 @@ def execute(
 def open_sender(
     settings: RunSettings, profile: Profile, stack: ExitStack, stop: threading.Event
 ) -> Sender:
-    """The CleverTap client for this run, to CleverTap or to an in-process sandbox.
+    """The CleverTap client for this run.
 
     Once `stop` is set the client retries nothing more, and its backoff waits end at once.
     """
     from ctcli.delivery.client import CleverTapClient, ClientSettings
 
-    if settings.sandbox:
-        from ctcli.sandbox import Sandbox
-
-        passcode = secrets.token_hex(16)  # throwaway: the sandbox lives only for this run
-        sandbox = Sandbox(project_id=SANDBOX_PROJECT_ID, passcode=passcode).start()
-        stack.callback(sandbox.stop)
-        base_url, project_id = sandbox.url, SANDBOX_PROJECT_ID
-    else:
-        profile.require_credentials()
-        base_url = profile.base_url
-        project_id = profile.project_id or ""
-        passcode = profile.passcode or ""
+    profile.require_credentials()
     client = CleverTapClient(
         ClientSettings(
-            base_url=base_url,
-            project_id=project_id,
-            passcode=passcode,
+            base_url=profile.base_url,
+            project_id=profile.project_id or "",
+            passcode=profile.passcode or "",
             timeout=settings.timeout,
             max_retries=settings.max_retries,
             concurrency=settings.concurrency,

@@ -21,6 +21,14 @@ class Action(StrEnum):
     DELETE = "delete"
 
 
+class Mode(StrEnum):
+    """What a run does: every event to User Upload, every event to Delete User, or by triggers."""
+
+    UPLOAD = "upload"
+    DELETE = "delete"
+    REPLAY = "replay"
+
+
 @dataclass(slots=True)
 class InputItem:
     """One item read from a source: an event, or the reason it could not be one."""

@@ -18,6 +18,9 @@ from typing import Annotated, Any
 import typer
 
 from ctcli.errors import ExitStatus, UsageError
+from ctcli.models import Mode
+
+SANDBOX_PROJECT_ID = "sandbox"
 
 
 class OutputFormat(StrEnum):
@@ -173,31 +176,15 @@ def _graceful_stop() -> Iterator[threading.Event]:
             signal.signal(sig, handler)
 
 
-def _run(mode: str, inputs: list[str], arg_items: list[Any], common: CommonOptions) -> None:
+def _run(mode: Mode, inputs: list[str], arg_items: list[Any], common: CommonOptions) -> None:
+    from ctcli.api import FrontEnd, run
     from ctcli.cli.report import escape_controls, make_reporter
-    from ctcli.job import RunSettings, execute
 
     if common.dry_run and common.sandbox:
         raise UsageError("--dry-run and --sandbox cannot be combined: a dry run sends nothing")
     output = common.output.value if common.output else None
     if output is None:
         output = "table" if stdout_is_terminal() else "ndjson"
-    settings = RunSettings(
-        mode=mode,
-        inputs=inputs,
-        arg_items=arg_items,
-        profile=common.profile,
-        dry_run=common.dry_run,
-        sandbox=common.sandbox,
-        failed_path=common.failed,
-        state_path=common.state,
-        batch_size=common.batch_size,
-        concurrency=common.concurrency,
-        max_retries=common.max_retries,
-        timeout=common.timeout,
-        convert_timestamps=not common.no_convert_timestamps,
-        env=dict(os.environ),
-    )
     if sys.stdout is None:
         raise UsageError("stdout is closed: ctcli has nowhere to write the results")
     reporter = make_reporter(
@@ -206,20 +193,33 @@ def _run(mode: str, inputs: list[str], arg_items: list[Any], common: CommonOptio
         progress=output == "table" and stderr_is_terminal(),
         inputs=inputs,
     )
+    front_end = FrontEnd(
+        results=reporter,
+        idle=reporter.idle,
+        stdin=getattr(sys.stdin, "buffer", None),
+        # File names and server words: never raw control characters on a terminal.
+        warn=lambda message: sys.stderr.write(f"ctcli: warning: {escape_controls(message)}\n"),
+        note=lambda message: sys.stderr.write(f"ctcli: {escape_controls(message)}\n"),
+        first=arg_items,
+    )
     _tune_garbage_collector()
     try:
-        with _graceful_stop() as stop:
-            summary = execute(
-                settings,
-                sink=reporter,
-                on_idle=reporter.idle,
+        with _graceful_stop() as stop, _account(common) as account:
+            summary = run(
+                mode,
+                inputs,
+                profile=common.profile,
+                **account,
+                dry_run=common.dry_run,
+                failed=common.failed,
+                state=common.state,
+                batch_size=common.batch_size,
+                concurrency=common.concurrency,
+                max_retries=common.max_retries,
+                timeout=common.timeout,
+                convert_timestamps=not common.no_convert_timestamps,
                 stop=stop,
-                stdin=getattr(sys.stdin, "buffer", None),
-                # File names and server words: never raw control characters on a terminal.
-                warn=lambda message: sys.stderr.write(
-                    f"ctcli: warning: {escape_controls(message)}\n"
-                ),
-                note=lambda message: sys.stderr.write(f"ctcli: {escape_controls(message)}\n"),
+                front_end=front_end,
             )
     except KeyboardInterrupt:  # the second signal: stop now, what settled is already saved
         reporter.abort()
@@ -236,6 +236,24 @@ def _run(mode: str, inputs: list[str], arg_items: list[Any], common: CommonOptio
         # A thread still blocked reading stdin would abort the interpreter's shutdown.
         _exit_now(int(summary.exit_status))
     raise typer.Exit(int(summary.exit_status))
+
+
+@contextmanager
+def _account(common: CommonOptions) -> Iterator[dict[str, str]]:
+    """The account given in place of the profile's: with --sandbox, a sandbox for this run."""
+    if not common.sandbox:
+        yield {}
+        return
+    import secrets
+
+    from ctcli.sandbox import Sandbox
+
+    passcode = secrets.token_hex(16)  # throwaway: the sandbox lives only for this run
+    sandbox = Sandbox(project_id=SANDBOX_PROJECT_ID, passcode=passcode).start()
+    try:
+        yield {"project_id": SANDBOX_PROJECT_ID, "passcode": passcode, "endpoint": sandbox.url}
+    finally:
+        sandbox.stop()
 
 
 def _tune_garbage_collector() -> None:
@@ -318,7 +336,7 @@ def upload(
     inputs = _inputs_or_stdin(files, bool(arg_items))
     if not inputs and not arg_items:
         _show_help_and_exit(ctx, "nothing to upload: give FILEs, '-' for stdin, or --identity")
-    _run("upload", inputs, arg_items, common)
+    _run(Mode.UPLOAD, inputs, arg_items, common)
 
 
 def _confirm_delete(count: int, files: list[str], project: str) -> bool:
@@ -379,7 +397,7 @@ def delete(
         if not _confirm_delete(len(arg_items), files, project):
             sys.stderr.write("ctcli: nothing deleted\n")
             raise typer.Exit(0)
-    _run("delete", files, arg_items, common)
+    _run(Mode.DELETE, files, arg_items, common)
 
 
 @with_common_options
@@ -408,7 +426,7 @@ def replay(
     inputs = _inputs_or_stdin(files, False)
     if not inputs:
         _show_help_and_exit(ctx, "nothing to replay: give FILEs or '-' for stdin")
-    _run("replay", inputs, [], common)
+    _run(Mode.REPLAY, inputs, [], common)
 
 
 def _print_subscriptions(common: CommonOptions) -> None:
