@@ -10,7 +10,6 @@ import itertools
 import os
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -19,11 +18,12 @@ from typing import BinaryIO
 from ctcli.config import Credentials, Profile, permission_warning, resolve_profile
 from ctcli.delivery.checkpoints import StateFile
 from ctcli.delivery.failed_file import FailedFile
+from ctcli.delivery.ledger import Ledger
 from ctcli.delivery.pipeline import Pipeline, PipelineOptions, Sender, Summary, with_ticks
 from ctcli.errors import InputError, UsageError
 from ctcli.events.subscriptions import Subscription, build_subscriptions, route
 from ctcli.events.workers import read_prepared, worth_a_worker
-from ctcli.models import Action, FieldMapping, InputItem, Mode, Result, Status
+from ctcli.models import Action, FieldMapping, InputItem, Mode, Result
 
 
 @dataclass(frozen=True)
@@ -255,61 +255,17 @@ def execute(
             state.lock()
             stack.callback(state.unlock)
             state.load()
-        last_save = time.monotonic()
-        # Items from the command line have no file to checkpoint, even if one is named "args".
-        # Each is known by its id() until its results are recorded; it is alive until then.
-        from_args: set[int] = set()
-
-        def arg_items() -> Iterator[InputItem]:
-            for item in settings.arg_items:
-                from_args.add(id(item))
-                yield item
-
-        def flush_outputs() -> None:
-            if failed is not None:
-                failed.flush()
-            if on_idle is not None:
-                on_idle()  # results reach stdout before any checkpoint counts them as settled
-
-        def save_checkpoint(durable: bool = True) -> None:
-            """Flush what the checkpoint counts on, then save it.
-
-            After each answered batch the save is cheap (no fsync): a killed run then re-sends
-            at most what was in flight. Each second, at the end, and whenever failed lines
-            were written since, it is durable, the failed file synced first.
-            """
-            nonlocal last_save
-            if state is None or settings.dry_run:
-                return
-            if on_idle is not None:
-                on_idle()
-            if failed is not None:
-                durable = durable or failed.unsynced
-                failed.flush(sync=durable)
-            state.save(sync=durable)
-            if durable:
-                last_save = time.monotonic()
-
+        ledger = Ledger(
+            sink,
+            failed=failed,
+            state=state,
+            flush_report=on_idle,
+            warn=warn,
+            save=not settings.dry_run,
+        )
         # However the run ends: the failed file is flushed, then the checkpoint that counts on
         # it is saved; one callback, so a flush that fails leaves the old checkpoint in place.
-        stack.callback(save_checkpoint)
-
-        def record(item: InputItem, results: Sequence[Result]) -> None:
-            if failed is not None:
-                for result in results:
-                    if result.status is Status.FAILED or result.status is Status.INVALID:
-                        failed.write(item, result)
-                    elif result.supersedes is not None:
-                        failed.supersede(result)
-            sink(item, results)  # reported before any checkpoint counts it as settled
-            if from_args and id(item) in from_args:
-                from_args.discard(id(item))
-            elif state is not None:
-                held = state.settle(item, results, failed_written=failed is not None)
-                if held:
-                    warn(held)
-                if time.monotonic() - last_save > 1.0:
-                    save_checkpoint()
+        stack.callback(ledger.checkpoint)
 
         streams = any(is_stream(name) for name in settings.inputs)
         keep_events = failed is not None
@@ -323,7 +279,8 @@ def execute(
                 )  # fmt: skip
 
         items: Iterable[InputItem | None] = itertools.chain(
-            arg_items(), read_inputs(settings.inputs, stdin, state, note, worker)
+            ledger.unfiled(settings.arg_items),
+            read_inputs(settings.inputs, stdin, state, note, worker),
         )
         if streams:
             items = with_ticks(items)  # type: ignore[arg-type]
@@ -331,7 +288,7 @@ def execute(
         pipeline = Pipeline(
             router=router,
             sender=sender,
-            sink=record,
+            sink=ledger.record,
             options=PipelineOptions(
                 batch_size=settings.batch_size,
                 concurrency=settings.concurrency,
@@ -342,10 +299,10 @@ def execute(
                 watched=set(failed.failed_identities) if failed is not None else None,
             ),
             stop=stop,
-            on_idle=flush_outputs,
+            on_idle=ledger.flush,
             # A checkpoint after every answered batch: a killed run re-sends at most what was
             # in flight, not a second's worth of settled work.
-            on_delivered=(lambda: save_checkpoint(durable=False)) if state is not None else None,
+            on_delivered=(lambda: ledger.checkpoint(durable=False)) if state is not None else None,
         )
         return pipeline.run(items)
 
