@@ -9,17 +9,12 @@ from pathlib import Path
 
 import orjson
 import pytest
-from typer.testing import CliRunner
 
 from ctcli.cli import send as cli_events
-from ctcli.cli.app import app
+from tests.helpers import invoke, rows_of, write_ndjson
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_events"
-
-
-def invoke(*args: str, input: str | bytes | None = None):
-    return CliRunner().invoke(app, list(args), input=input, catch_exceptions=False)
 
 
 @pytest.fixture(autouse=True)
@@ -42,15 +37,6 @@ def summary_line(text: str) -> str:
     return text.strip().splitlines()[-1]
 
 
-def ndjson(text: str) -> list[dict]:
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-def write(path: Path, events: list) -> str:
-    path.write_text("".join(json.dumps(event) + "\n" for event in events))
-    return str(path)
-
-
 IDENTIFY = {"type": "identify", "userId": "u1", "traits": {"name": "One", "plan": "pro"}}
 PAGE = {"type": "page", "userId": "u1"}
 BAD_PHONE = {"type": "identify", "userId": "u2", "traits": {"phone": "12345"}}
@@ -62,7 +48,7 @@ BAD_PHONE = {"type": "identify", "userId": "u2", "traits": {"phone": "12345"}}
 def test_replay_sandbox_sample_events_exits_0_with_ok_and_skipped(env):
     result = invoke("replay", "--sandbox", "-o", "ndjson", str(SAMPLES / "events.ndjson"))
     assert result.exit_code == 0, result.stderr
-    statuses = {row["status"] for row in ndjson(result.stdout)}
+    statuses = {row["status"] for row in rows_of(result)}
     assert statuses == {"ok", "skipped"}
     summary = json.loads(result.stderr.strip().splitlines()[-1])["summary"]
     assert summary["events"] == 8 and summary["failed"] == 0
@@ -70,11 +56,11 @@ def test_replay_sandbox_sample_events_exits_0_with_ok_and_skipped(env):
 
 @pytest.mark.parametrize("output", ["ndjson", "json", "table"])
 def test_ok_skipped_invalid_statuses_in_every_format(env, tmp_path, output, monkeypatch):
-    source = write(tmp_path / "in.ndjson", [IDENTIFY, PAGE, BAD_PHONE])
+    source = write_ndjson(tmp_path / "in.ndjson", [IDENTIFY, PAGE, BAD_PHONE])
     result = invoke("replay", "--sandbox", "-o", output, source)
     assert result.exit_code == 1, result.stderr
     if output == "ndjson":
-        rows = ndjson(result.stdout)
+        rows = rows_of(result)
     elif output == "json":
         document = json.loads(result.stdout)
         rows = document["results"]
@@ -89,7 +75,7 @@ def test_ok_skipped_invalid_statuses_in_every_format(env, tmp_path, output, monk
 
 @pytest.mark.parametrize("output", ["ndjson", "json", "table"])
 def test_dry_run_status_in_every_format(env, tmp_path, output, monkeypatch):
-    source = write(tmp_path / "in.ndjson", [IDENTIFY])
+    source = write_ndjson(tmp_path / "in.ndjson", [IDENTIFY])
     result = invoke("upload", "--dry-run", "-o", output, source)
     assert result.exit_code == 0
     if output == "table":
@@ -99,13 +85,13 @@ def test_dry_run_status_in_every_format(env, tmp_path, output, monkeypatch):
         (row,) = json.loads(result.stdout)["results"]
         assert (row["identity"], row["status"]) == ("u1", "dry-run")
     else:
-        assert [(r["identity"], r["status"]) for r in ndjson(result.stdout)] == [("u1", "dry-run")]
+        assert [(r["identity"], r["status"]) for r in rows_of(result)] == [("u1", "dry-run")]
 
 
 @pytest.mark.parametrize("output", ["ndjson", "json", "table"])
 def test_failed_status_in_every_format(live, tmp_path, output, monkeypatch):
     live.set_faults(fail_every=1, fail_status=400)
-    source = write(tmp_path / "in.ndjson", [IDENTIFY])
+    source = write_ndjson(tmp_path / "in.ndjson", [IDENTIFY])
     result = invoke("upload", "-o", output, source)
     assert result.exit_code == 1
     if output == "table":
@@ -113,7 +99,7 @@ def test_failed_status_in_every_format(live, tmp_path, output, monkeypatch):
     elif output == "json":
         rows = json.loads(result.stdout)["results"]
     else:
-        rows = ndjson(result.stdout)
+        rows = rows_of(result)
     assert [(row["identity"], row["status"], str(row["code"])) for row in rows] == [
         ("u1", "failed", "400")
     ]
@@ -130,7 +116,7 @@ def test_missing_file_is_one_line_and_exit_2(env):
 
 
 def test_missing_credentials_name_the_value_and_exit_2(env, tmp_path):
-    source = write(tmp_path / "in.ndjson", [IDENTIFY])
+    source = write_ndjson(tmp_path / "in.ndjson", [IDENTIFY])
     result = invoke("upload", source)
     assert result.exit_code == 2
     assert "CLEVERTAP_PROJECT_ID" in result.stderr or "project id" in result.stderr
@@ -142,7 +128,7 @@ def test_missing_credentials_name_the_value_and_exit_2(env, tmp_path):
      ("--concurrency", "16"), ("--output", "xml"), ("--show", "some")],
 )  # fmt: skip
 def test_bad_option_value_is_exit_2_naming_the_option(env, tmp_path, option, value):
-    source = write(tmp_path / "in.ndjson", [IDENTIFY])
+    source = write_ndjson(tmp_path / "in.ndjson", [IDENTIFY])
     result = invoke("upload", "--dry-run", option, value, source)
     assert result.exit_code == 2
     assert option in result.stderr and result.stdout == ""
@@ -150,11 +136,11 @@ def test_bad_option_value_is_exit_2_naming_the_option(env, tmp_path, option, val
 
 def test_refused_credentials_exit_3_and_every_event_failed(live, tmp_path, monkeypatch):
     monkeypatch.setenv("CLEVERTAP_PASSCODE", "wrong")
-    source = write(tmp_path / "in.ndjson", [IDENTIFY, {**IDENTIFY, "userId": "u9"}])
+    source = write_ndjson(tmp_path / "in.ndjson", [IDENTIFY, {**IDENTIFY, "userId": "u9"}])
     failed = tmp_path / "failed.ndjson"
     result = invoke("upload", "-o", "ndjson", "--failed", str(failed), source)
     assert result.exit_code == 3
-    rows = ndjson(result.stdout)
+    rows = rows_of(result)
     assert [row["error"] for row in rows] == ["credentials refused"] * 2
     assert len(failed.read_text().splitlines()) == 2
     assert live.profiles() == {}
@@ -180,7 +166,7 @@ def test_one_off_upload_lands_with_the_right_types(live):
 
 def test_upload_sends_every_event_whatever_its_type(live, tmp_path):
     track = {"type": "track", "userId": "t1", "event": "X", "properties": {"plan": "gold"}}
-    source = write(tmp_path / "in.ndjson", [track])
+    source = write_ndjson(tmp_path / "in.ndjson", [track])
     result = invoke("upload", "-o", "ndjson", source)
     assert result.exit_code == 0
     assert live.profiles()["t1"]["profileData"] == {"plan": "gold"}
@@ -191,7 +177,7 @@ def test_upload_reads_gzip_and_batch_envelope(live):
         "upload", "-o", "ndjson",
         str(SAMPLES / "identifies.ndjson.gz"), str(SAMPLES / "batch.json"),
     )  # fmt: skip
-    rows = ndjson(result.stdout)
+    rows = rows_of(result)
     assert len(rows) == 103
     assert len(live.profiles()) == 102  # the batch's Delete User track is uploaded too: no traits
 
@@ -206,7 +192,7 @@ def test_upload_with_nothing_on_a_terminal_shows_usage(env, monkeypatch):
 def test_upload_reads_piped_stdin_without_dash(live):
     result = invoke("upload", "-o", "ndjson", input=json.dumps(IDENTIFY) + "\n")
     assert result.exit_code == 0
-    assert ndjson(result.stdout)[0]["source"] == "-"
+    assert rows_of(result)[0]["source"] == "-"
     assert "u1" in live.profiles()
 
 
@@ -229,7 +215,7 @@ def test_delete_with_yes_deletes_each_identity(live):
     invoke("upload", "--identity", "u1", "--set", "a=1")
     result = invoke("delete", "--yes", "-o", "ndjson", "u1", "u2")
     assert result.exit_code == 0
-    assert [row["identity"] for row in ndjson(result.stdout)] == ["u1", "u2"]
+    assert [row["identity"] for row in rows_of(result)] == ["u1", "u2"]
     assert sorted(live.deleted()) == ["u1", "u2"] and "u1" not in live.profiles()
 
 
@@ -243,12 +229,12 @@ def test_delete_asks_on_a_terminal_and_no_means_nothing(live, monkeypatch):
 def test_delete_dry_run_never_asks(env):
     result = invoke("delete", "--dry-run", "-o", "ndjson", "u1")
     assert result.exit_code == 0
-    assert ndjson(result.stdout)[0]["status"] == "dry-run"
+    assert rows_of(result)[0]["status"] == "dry-run"
 
 
 def test_delete_from_file_of_events(live, tmp_path):
     events = [{"type": "track", "userId": f"d{n}", "event": "whatever"} for n in range(150)]
-    result = invoke("delete", "--yes", "--file", write(tmp_path / "d.ndjson", events))
+    result = invoke("delete", "--yes", "--file", write_ndjson(tmp_path / "d.ndjson", events))
     assert result.exit_code == 0
     assert len(live.deleted()) == 150 and max(live.stats()["delete_sizes"]) <= 100
 
@@ -262,7 +248,7 @@ def test_replay_of_the_failed_file_redrives_failures(live, tmp_path):
     live.set_faults(fail_every=1, fail_status=503)
     first = invoke(
         "replay", "-o", "ndjson", "--max-retries", "0", "--failed", str(failed),
-        write(tmp_path / "in.ndjson", events),
+        write_ndjson(tmp_path / "in.ndjson", events),
     )  # fmt: skip
     assert first.exit_code == 1 and len(failed.read_text().splitlines()) == 10
     live.clear_faults()
@@ -283,7 +269,9 @@ def test_failed_file_keeps_the_raw_text_of_a_bad_line(env, tmp_path):
 
 def test_user_data_is_never_rich_markup(env, tmp_path):
     event = {"type": "track", "event": "[bold]x[/]", "userId": "[red]u[/red]"}
-    result = invoke("replay", "--dry-run", "-o", "table", write(tmp_path / "m.ndjson", [event]))
+    result = invoke(
+        "replay", "--dry-run", "-o", "table", write_ndjson(tmp_path / "m.ndjson", [event])
+    )
     assert "[bold]x[/]" in result.stdout
 
 
@@ -291,7 +279,7 @@ def test_gzip_input_without_gz_name(env, tmp_path):
     path = tmp_path / "events.data"
     path.write_bytes(gzip.compress((json.dumps(IDENTIFY) + "\n").encode()))
     result = invoke("replay", "--dry-run", "-o", "ndjson", str(path))
-    assert ndjson(result.stdout)[0]["status"] == "dry-run"
+    assert rows_of(result)[0]["status"] == "dry-run"
 
 
 def test_list_subscriptions_shows_presets_and_profile_ones(env, tmp_path):
@@ -325,7 +313,7 @@ def test_unparseable_config_file_is_one_line_and_exit_2(env, tmp_path):
 def test_table_has_no_colour_codes_with_no_color(env, tmp_path, monkeypatch):
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.setenv("FORCE_COLOR", "1")  # even where colour would otherwise be forced
-    source = write(tmp_path / "in.ndjson", [IDENTIFY, BAD_PHONE])
+    source = write_ndjson(tmp_path / "in.ndjson", [IDENTIFY, BAD_PHONE])
     result = invoke("replay", "--dry-run", "-o", "table", source)
     assert "invalid" in result.stdout
     assert "\x1b[1m" in result.stdout  # styles (bold) stay: NO_COLOR is about colour only
@@ -333,7 +321,7 @@ def test_table_has_no_colour_codes_with_no_color(env, tmp_path, monkeypatch):
 
 
 def test_progress_goes_to_stderr_only_when_it_is_a_terminal(env, tmp_path, monkeypatch):
-    source = write(tmp_path / "in.ndjson", [IDENTIFY] * 300)
+    source = write_ndjson(tmp_path / "in.ndjson", [IDENTIFY] * 300)
     monkeypatch.setattr(cli_events, "stderr_is_terminal", lambda: True)
     shown = invoke("upload", "--dry-run", "-o", "table", "--show", "failed", source)
     assert shown.exit_code == 0
@@ -357,13 +345,13 @@ def test_version_prints_the_version(env):
 
 def test_table_is_the_default_on_a_terminal(env, tmp_path, monkeypatch):
     monkeypatch.setattr(cli_events, "stdout_is_terminal", lambda: True)
-    result = invoke("upload", "--dry-run", write(tmp_path / "in.ndjson", [IDENTIFY]))
+    result = invoke("upload", "--dry-run", write_ndjson(tmp_path / "in.ndjson", [IDENTIFY]))
     assert table_rows(result.stdout)[0]["status"] == "dry-run"
 
 
 def test_show_all_lists_every_event_beyond_the_default_limit(env, tmp_path):
     events = [{**IDENTIFY, "userId": f"u{n}"} for n in range(600)] + [BAD_PHONE]
-    source = write(tmp_path / "in.ndjson", events)
+    source = write_ndjson(tmp_path / "in.ndjson", events)
     default = table_rows(invoke("upload", "--dry-run", "-o", "table", source).stdout)
     every = table_rows(invoke("upload", "--dry-run", "-o", "table", "--show", "all", source).stdout)
     failed = table_rows(
@@ -375,7 +363,7 @@ def test_show_all_lists_every_event_beyond_the_default_limit(env, tmp_path):
 
 
 def test_show_defaults_to_every_row_up_to_500_events(env, tmp_path):
-    source = write(tmp_path / "in.ndjson", [IDENTIFY, BAD_PHONE])
+    source = write_ndjson(tmp_path / "in.ndjson", [IDENTIFY, BAD_PHONE])
     rows = table_rows(invoke("upload", "--dry-run", "-o", "table", source).stdout)
     assert [row["status"] for row in rows] == ["dry-run", "invalid"]
 
@@ -384,7 +372,11 @@ def test_failed_file_is_appended_to_not_replaced(env, tmp_path):
     failed = tmp_path / "failed.ndjson"
     failed.write_text('{"earlier": "line"}\n')
     invoke(
-        "upload", "--dry-run", "--failed", str(failed), write(tmp_path / "in.ndjson", [BAD_PHONE])
+        "upload",
+        "--dry-run",
+        "--failed",
+        str(failed),
+        write_ndjson(tmp_path / "in.ndjson", [BAD_PHONE]),
     )
     lines = failed.read_text().splitlines()
     assert lines[0] == '{"earlier": "line"}' and json.loads(lines[1])["status"] == "invalid"
@@ -404,7 +396,7 @@ def test_profile_option_and_variable_choose_the_credentials(env, sandbox, tmp_pa
         f"[profiles.staging]\nproject_id = 'TEST-ACC'\npasscode = 'test-passcode'\n"
         f"endpoint = '{sandbox.url}'\n"
     )
-    source = write(tmp_path / "in.ndjson", [IDENTIFY])
+    source = write_ndjson(tmp_path / "in.ndjson", [IDENTIFY])
     assert invoke("upload", source).exit_code == 3  # the default profile's are wrong
     assert invoke("upload", "-p", "staging", source).exit_code == 0
     monkeypatch.setenv("CTCLI_PROFILE", "staging")
@@ -412,7 +404,7 @@ def test_profile_option_and_variable_choose_the_credentials(env, sandbox, tmp_pa
 
 
 def test_delete_results_of_arguments_come_from_args(env):
-    rows = ndjson(invoke("delete", "--dry-run", "-o", "ndjson", "a1", "a2").stdout)
+    rows = rows_of(invoke("delete", "--dry-run", "-o", "ndjson", "a1", "a2"))
     assert [(row["source"], row["line"], row["identity"]) for row in rows] == [
         ("args", 1, "a1"),
         ("args", 2, "a2"),
@@ -420,7 +412,9 @@ def test_delete_results_of_arguments_come_from_args(env):
 
 
 def test_summary_has_every_count_the_contract_names(env, tmp_path):
-    result = invoke("replay", "--dry-run", "-o", "json", write(tmp_path / "in.ndjson", [PAGE]))
+    result = invoke(
+        "replay", "--dry-run", "-o", "json", write_ndjson(tmp_path / "in.ndjson", [PAGE])
+    )
     summary = json.loads(result.stdout)["summary"]
     assert set(summary) == {
         "events", "ok", "failed", "invalid", "skipped", "dry-run", "superseded", "requests",

@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import running_sandbox_process
+
 PROJECT_ID = "sandbox"
 PASSCODE = f"pc-{secrets.token_hex(12)}"  # distinctive, so a leak into any file is unmistakable
 RUN_TIMEOUT = 60  # seconds: a guard against a hung run, never a timing assertion
@@ -68,26 +70,8 @@ class SandboxAdmin:
 
 @pytest.fixture(scope="module")
 def sandbox_process() -> Iterator[SandboxAdmin]:
-    env = {**os.environ, "CTCLI_SANDBOX_PASSCODE": PASSCODE}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ctcli", "sandbox", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        assert process.stdout is not None
-        first = process.stdout.readline()
-        assert first.startswith("CleverTap sandbox listening on http://127.0.0.1:"), first
-        yield SandboxAdmin(first.split()[-1])
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate()
+    with running_sandbox_process(passcode=PASSCODE) as running:
+        yield SandboxAdmin(running.url)
 
 
 @pytest.fixture

@@ -26,16 +26,15 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
 import ctcli.delivery.client
 import ctcli.delivery.pipeline
 import ctcli.job
-from ctcli.cli.app import app
 from ctcli.errors import ExitStatus
 from ctcli.job import RunSettings, execute
 from ctcli.models import InputItem, Result
 from ctcli.sandbox import Sandbox
+from tests.helpers import invoke, rows_of
 
 PROJECT_ID, PASSCODE = "TEST-ACC", "test-passcode"  # what the conftest sandbox accepts
 
@@ -106,14 +105,6 @@ def write_input(
             spec.invalid.add(len(texts))
     path.write_text("".join(text + "\n" for text in texts))
     return spec
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(app, list(args), catch_exceptions=False)
-
-
-def rows_of(result) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
 
 
 def summary_of(result) -> dict[str, Any]:

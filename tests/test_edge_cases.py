@@ -15,8 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ctcli.cli.app import app
-
-CTCLI = [sys.executable, "-m", "ctcli"]
+from tests.helpers import CTCLI
 
 
 def identify(user: str) -> str:

@@ -13,38 +13,21 @@ import gzip
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from typer.testing import CliRunner
 
-from ctcli.cli.app import app
 from ctcli.delivery.client import CleverTapClient, ClientSettings
 from ctcli.events.sources import MAX_DEPTH
+from tests.helpers import CTCLI, error_lines, invoke, rows_of
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "sample_events" / "events.ndjson"
-CTCLI = [sys.executable, "-m", "ctcli"]
 RUN_TIMEOUT = 60  # seconds: a guard against a hung process, never a timing assertion
 DEEP_ERROR = f"nested more than {MAX_DEPTH} levels deep"
 LATIN1_LINE = b'{"type":"identify","userId":"caf\xe9-user","traits":{"a":1}}'
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
-
-
-def invoke(*args: str, input: str | bytes | None = None):
-    return CliRunner().invoke(app, list(args), input=input, catch_exceptions=False)
-
-
-def rows_of(result) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
-
-
-def error_lines(stderr: str) -> list[str]:
-    """The error lines of a run (with -o ndjson the summary also goes to stderr)."""
-    return [line for line in stderr.splitlines() if "error" in line.lower()]
 
 
 def identify(user: str) -> str:

@@ -23,6 +23,7 @@ from typer.testing import CliRunner, Result
 from ctcli import config
 from ctcli.cli.app import app
 from ctcli.sandbox import Sandbox
+from tests.helpers import one_error_line
 
 PASSCODE = "HARDENING-PASSCODE-5521"
 RUN_TIMEOUT = 20  # seconds: a guard against a hung run, never a timing assertion
@@ -63,13 +64,6 @@ def invoke(config_file: Path, *args: str, input: str | None = None, **env: str) 
     }
     variables.update(CTCLI_CONFIG=str(config_file), **env)
     return runner.invoke(app, list(args), input=input, env=variables)
-
-
-def one_error_line(stderr: str) -> str:
-    lines = stderr.splitlines()
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith("ctcli: error: "), stderr
-    return lines[0]
 
 
 def write_config(path: Path, text: str, mode: int = 0o600) -> Path:

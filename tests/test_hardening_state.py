@@ -20,6 +20,7 @@ from typer.testing import CliRunner, Result
 from ctcli.delivery.checkpoints import StateFile
 from ctcli.errors import ConfigError
 from ctcli.sandbox import Sandbox
+from tests.helpers import one_error_line
 
 RUN_TIMEOUT = 20  # seconds: a guard against a hung run, never a timing assertion
 STATE_TEXT = '{"version": 1, "files": {}}'
@@ -32,13 +33,6 @@ def upload(events: Path, state: Path | str, *more: str) -> Result:
     from ctcli.cli.app import app
 
     return runner.invoke(app, ["upload", str(events), "--state", str(state), "-o", "ndjson", *more])
-
-
-def one_error_line(stderr: str) -> str:
-    lines = stderr.splitlines()
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith("ctcli: error: "), stderr
-    return lines[0]
 
 
 def assert_refused_before_sending(result: Result, sandbox: Sandbox) -> str:

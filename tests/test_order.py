@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 import ctcli.delivery.client
 from ctcli.cli.app import app
 from ctcli.sandbox import Sandbox
+from tests.helpers import invoke, rows_of, write_ndjson
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_events" / "events.ndjson"
 LONG_EMAIL = "x" * 250 + "@example.com"  # ctcli sends it, the sandbox refuses it (515)
@@ -40,14 +41,6 @@ def quick_backoff(monkeypatch):
     monkeypatch.setattr(ctcli.delivery.client, "ClientSettings", _QuickBackoff)
 
 
-def invoke(*args: str):
-    return CliRunner().invoke(app, list(args), catch_exceptions=False)
-
-
-def rows_of(result) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
-
-
 def identify(user: str, n: int, **traits: Any) -> dict[str, Any]:
     stamp = BASE_TS + n
     return {"type": "identify", "userId": user, "timestamp": stamp, "traits": traits}
@@ -55,11 +48,6 @@ def identify(user: str, n: int, **traits: Any) -> dict[str, Any]:
 
 def delete(user: str, n: int) -> dict[str, Any]:
     return {"type": "track", "event": "Delete User", "userId": user, "timestamp": BASE_TS + n}
-
-
-def write(path: Path, events: list[dict[str, Any]]) -> str:
-    path.write_text("".join(json.dumps(event) + "\n" for event in events))
-    return str(path)
 
 
 def churn(count: int, users: int, *, seed: int, bad: int = 0) -> list[dict[str, Any]]:
@@ -125,7 +113,7 @@ def test_the_account_holds_the_input_applied_in_order_despite_delays_retries_and
     live, tmp_path, concurrency
 ):
     events = churn(3000, 60, seed=concurrency, bad=2)
-    path = write(tmp_path / "churn.ndjson", events)
+    path = write_ndjson(tmp_path / "churn.ndjson", events)
     live.set_faults(jitter=0.01, fail_every=7, fail_status=503, bad_batch_marker="bad-")
 
     result = replay(
@@ -161,7 +149,7 @@ def test_deletes_then_re_identifies_and_the_reverse_end_as_the_input_says(live, 
         delete("d", 10),
         delete("d", 11),
     ] * 1  # one of each
-    path = write(tmp_path / "flip.ndjson", events)
+    path = write_ndjson(tmp_path / "flip.ndjson", events)
     live.set_faults(jitter=0.03)
 
     rows = rows_of(replay(path, "--concurrency", "15"))
@@ -175,7 +163,7 @@ def test_deletes_then_re_identifies_and_the_reverse_end_as_the_input_says(live, 
 @pytest.mark.parametrize("concurrency", [4, 15])
 def test_concurrency_stays_in_use_when_identities_repeat(live, tmp_path, concurrency):
     events = churn(30_000, 400, seed=99)
-    path = write(tmp_path / "repeats.ndjson", events)
+    path = write_ndjson(tmp_path / "repeats.ndjson", events)
     live.set_faults(latency=0.02, jitter=0.02)
 
     result = replay(path, "--concurrency", str(concurrency))
@@ -202,7 +190,7 @@ def test_updates_of_one_identity_in_one_batch_are_merged_into_one_exact_record(l
         identify("m", 2, plan="b"),
         identify("m", 3, region="eu"),
     ]
-    path = write(tmp_path / "merge.ndjson", events)
+    path = write_ndjson(tmp_path / "merge.ndjson", events)
 
     rows = rows_of(replay(path))
 
@@ -220,7 +208,7 @@ def test_a_refused_merged_record_is_taken_apart_so_each_event_gets_its_own_answe
         identify("m", 2, email=LONG_EMAIL),
         identify("m", 3, seats=2),
     ]
-    path = write(tmp_path / "apart.ndjson", events)
+    path = write_ndjson(tmp_path / "apart.ndjson", events)
 
     rows = rows_of(replay(path))
 
@@ -235,7 +223,7 @@ def test_a_refused_merged_record_is_taken_apart_so_each_event_gets_its_own_answe
 def test_operators_are_never_merged_and_keep_their_order(live, tmp_path):
     events = [identify("n", i, visits={"$incr": 1}) for i in range(1, 6)]
     events.insert(2, identify("n", 50, visits=100))  # a plain value between increments
-    path = write(tmp_path / "ops.ndjson", events)
+    path = write_ndjson(tmp_path / "ops.ndjson", events)
     live.set_faults(jitter=0.01)
 
     rows = rows_of(replay(path, "--concurrency", "15"))
@@ -255,7 +243,7 @@ def fail_an_upload_then_delete_it(live: Sandbox, tmp_path: Path) -> tuple[str, P
         identify("x", 2, plan="old"),  # the 2nd request: refused with 503
         delete("x", 3),
     ]
-    path = write(tmp_path / "in.ndjson", events)
+    path = write_ndjson(tmp_path / "in.ndjson", events)
     failed = tmp_path / "failed.ndjson"
     live.set_faults(fail_every=2, fail_status=503)
     replay(path, "--concurrency", "1", "--batch-size", "1", "--max-retries", "0",
@@ -276,7 +264,7 @@ def test_a_superseded_failure_says_so_and_its_re_drive_does_not_roll_the_profile
         identify("x", 2, plan="old", seats=1),  # the 2nd request: refused with 503
         identify("x", 3, plan="new"),
     ]
-    path = write(tmp_path / "in.ndjson", events)
+    path = write_ndjson(tmp_path / "in.ndjson", events)
     failed = tmp_path / "failed.ndjson"
     live.set_faults(fail_every=2, fail_status=503)
 
@@ -323,11 +311,11 @@ def test_a_failure_superseded_by_a_later_delete_is_not_re_created(live, tmp_path
 
 def test_a_later_run_that_delivers_the_identity_supersedes_an_older_failure(live, tmp_path):
     failed = tmp_path / "failed.ndjson"
-    first = write(tmp_path / "night-1.ndjson", [identify("x", 1, plan="old")])
+    first = write_ndjson(tmp_path / "night-1.ndjson", [identify("x", 1, plan="old")])
     live.set_faults(fail_every=1, fail_status=503)
     replay(first, "--max-retries", "0", "--failed", str(failed))
     live.clear_faults()
-    second = write(tmp_path / "night-2.ndjson", [identify("x", 2, plan="new")])
+    second = write_ndjson(tmp_path / "night-2.ndjson", [identify("x", 2, plan="new")])
     replay(second, "--failed", str(failed))
 
     failure, marker = failed_lines(failed)
@@ -340,7 +328,7 @@ def test_a_later_run_that_delivers_the_identity_supersedes_an_older_failure(live
 
 
 def test_a_failed_line_with_no_later_delivery_is_re_driven_whole(live, tmp_path):
-    path = write(tmp_path / "in.ndjson", [identify("y", 1, plan="only")])
+    path = write_ndjson(tmp_path / "in.ndjson", [identify("y", 1, plan="only")])
     failed = tmp_path / "failed.ndjson"
     live.set_faults(fail_every=1, fail_status=503)
     replay(path, "--max-retries", "0", "--failed", str(failed))

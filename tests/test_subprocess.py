@@ -5,36 +5,23 @@ from __future__ import annotations
 import json
 import os
 import selectors
-import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import CTCLI, running_sandbox_process
+
 ROOT = Path(__file__).resolve().parent.parent
-CTCLI = [sys.executable, "-m", "ctcli"]
 
 
 @pytest.fixture(scope="module")
 def sandbox_process():
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CTCLI_")}
-    process = subprocess.Popen(
-        [*CTCLI, "sandbox", "--port", "0"],
-        env=env,  # the default credentials, whatever this shell exports
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    watchdog = threading.Timer(30, process.kill)  # a sandbox that never starts fails, not hangs
-    watchdog.start()
-    first = process.stdout.readline()
-    watchdog.cancel()
-    assert first.startswith("CleverTap sandbox listening on "), first
-    yield first.split()[-1]
-    process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=10) == 0
+    """The URL of a sandbox process with the default credentials; it must stop cleanly after."""
+    with running_sandbox_process() as running:
+        yield running.url
+    assert running.process.returncode == 0
 
 
 @pytest.fixture

@@ -9,20 +9,14 @@ from __future__ import annotations
 import gzip
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
 import ctcli.events.workers
-from ctcli.cli.app import app
+from tests.helpers import invoke, write_ndjson
 
 LONG_EMAIL = "x" * 250 + "@example.com"  # sent by ctcli, refused by the sandbox (515)
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
 
 def mixed_events(count: int) -> list[Any]:
@@ -54,12 +48,6 @@ def mixed_events(count: int) -> list[Any]:
     return events
 
 
-def write(path: Path, events: list[Any]) -> str:
-    lines = [event if isinstance(event, str) else json.dumps(event) for event in events]
-    path.write_text("".join(line + "\n" for line in lines))
-    return str(path)
-
-
 def unnumbered(text: str) -> str:
     # Which record of its request a refused one was depends on how batches formed, which
     # depends on when answers came: not on where the file was parsed.
@@ -78,7 +66,7 @@ def with_worker(monkeypatch):
 def test_a_dry_run_through_the_worker_prints_exactly_what_one_process_prints(
     env, tmp_path, with_worker, command
 ):
-    path = write(tmp_path / "in.ndjson", mixed_events(1500))
+    path = write_ndjson(tmp_path / "in.ndjson", mixed_events(1500))
     outputs = []
     for on in (False, True):
         with_worker(on)
@@ -91,7 +79,7 @@ def test_a_dry_run_through_the_worker_prints_exactly_what_one_process_prints(
 def test_a_run_through_the_worker_sends_writes_and_checkpoints_as_one_process_does(
     live, tmp_path, with_worker
 ):
-    path = write(tmp_path / "in.ndjson", mixed_events(3000))
+    path = write_ndjson(tmp_path / "in.ndjson", mixed_events(3000))
     seen = []
     for on in (False, True):
         with_worker(on)
@@ -123,7 +111,7 @@ def test_a_read_error_in_the_worker_is_reported_and_later_files_still_go(
     broken = tmp_path / "broken.ndjson.gz"
     packed = gzip.compress(data)
     broken.write_bytes(packed[: len(packed) // 2])
-    good = write(
+    good = write_ndjson(
         tmp_path / "good.ndjson", [{"type": "identify", "userId": "g", "traits": {"a": 1}}]
     )
 
