@@ -6,7 +6,6 @@ so that `ctcli --version` and `ctcli --help` start fast.
 
 from __future__ import annotations
 
-import errno
 import os
 import sys
 from typing import Annotated
@@ -17,16 +16,8 @@ from typer.core import TyperGroup
 from ctcli import __version__
 from ctcli.cli import send as cli_events
 from ctcli.cli.configure import configure
-from ctcli.errors import CtcliError, ExitStatus
-
-_FULL_OR_BROKEN_DEVICE = frozenset(
-    {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS, errno.ENXIO}
-)
-
-
-def _is_full_or_broken_output(exc: Exception) -> bool:
-    """Output on a full disk or a dead device: the environment, not a bug (exit 2)."""
-    return isinstance(exc, OSError) and exc.errno in _FULL_OR_BROKEN_DEVICE
+from ctcli.cli.exits import exit_status_of_error, is_full_or_broken_output
+from ctcli.errors import CtcliError
 
 
 def _drop_unwritten_output() -> None:
@@ -47,23 +38,29 @@ class _ErrorMappingGroup(TyperGroup):
     def invoke(self, ctx: typer.Context) -> object:
         try:
             return super().invoke(ctx)
-        except CtcliError as exc:
-            error_line(str(exc))
-            raise typer.Exit(int(exc.exit_status)) from None
         except (typer.Exit, typer.Abort, KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:
-            if _is_full_or_broken_output(exc):
-                _drop_unwritten_output()
-                error_line(f"cannot write the output: {exc.strerror or exc}")  # type: ignore[attr-defined]
-                raise typer.Exit(int(ExitStatus.USAGE)) from None
-            if os.environ.get("CTCLI_DEBUG") == "1" or _is_usage_error(exc):
+            if _is_usage_error(exc):
                 raise
-            error_line(
-                f"internal error: {type(exc).__name__}: {exc} "
-                "(set CTCLI_DEBUG=1 to see the traceback)"
-            )
-            raise typer.Exit(int(ExitStatus.INTERNAL)) from None
+            raise typer.Exit(ended_by(exc)) from None
+
+
+def ended_by(exc: Exception) -> int:
+    """Say in one line what ended the command; its exit code. Re-raises a bug under CTCLI_DEBUG."""
+    status = exit_status_of_error(exc)
+    if isinstance(exc, CtcliError):
+        error_line(str(exc))
+    elif is_full_or_broken_output(exc):
+        _drop_unwritten_output()
+        error_line(f"cannot write the output: {getattr(exc, 'strerror', None) or exc}")
+    elif os.environ.get("CTCLI_DEBUG") == "1":
+        raise exc
+    else:
+        error_line(
+            f"internal error: {type(exc).__name__}: {exc} (set CTCLI_DEBUG=1 to see the traceback)"
+        )
+    return int(status)
 
 
 def _is_usage_error(exc: Exception) -> bool:
@@ -143,21 +140,9 @@ def main() -> None:
     """Console-script entry: map expected errors to exit codes, hide tracebacks of bugs."""
     try:
         app(standalone_mode=True)
-    except CtcliError as exc:
-        error_line(str(exc))
-        sys.exit(int(exc.exit_status))
     except KeyboardInterrupt:
-        sys.exit(int(ExitStatus.INTERRUPTED))
+        sys.exit(int(exit_status_of_error(KeyboardInterrupt())))
     except SystemExit:
         raise
-    except Exception as exc:  # a bug: one line, the traceback only on request
-        if _is_full_or_broken_output(exc):
-            _drop_unwritten_output()
-            error_line(f"cannot write the output: {exc.strerror or exc}")
-            sys.exit(int(ExitStatus.USAGE))
-        if os.environ.get("CTCLI_DEBUG") == "1":
-            raise
-        error_line(
-            f"internal error: {type(exc).__name__}: {exc} (set CTCLI_DEBUG=1 to see the traceback)"
-        )
-        sys.exit(int(ExitStatus.INTERNAL))
+    except Exception as exc:  # raised outside a command (while parsing, say)
+        sys.exit(ended_by(exc))

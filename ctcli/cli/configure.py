@@ -15,10 +15,10 @@ from typing import Annotated, Any
 
 import typer
 
+from ctcli.cli.exits import INTERRUPTED
 from ctcli.errors import (
     ConfigError,
     CredentialsRejected,
-    ExitStatus,
     Unreachable,
     UsageError,
 )
@@ -241,7 +241,7 @@ def _prompt(text: str, **options: Any) -> str:
         return str(typer.prompt(text, err=True, **options))
     except typer.Abort:
         _message("\nctcli: interrupted: nothing saved")
-        raise typer.Exit(int(ExitStatus.INTERRUPTED)) from None
+        raise typer.Exit(int(INTERRUPTED)) from None
 
 
 def _ask_project_id(current: str | None) -> str:

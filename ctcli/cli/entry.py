@@ -9,7 +9,9 @@ import contextlib
 import signal
 import sys
 
-_INTERRUPTED = 130
+from ctcli.cli.exits import INTERRUPTED
+
+_INTERRUPTED = int(INTERRUPTED)
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 _signals: list[int] = []  # stop signals that arrived while nothing could act on them
 

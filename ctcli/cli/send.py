@@ -17,7 +17,8 @@ from typing import Annotated, Any
 
 import typer
 
-from ctcli.errors import ExitStatus, UsageError
+from ctcli.cli.exits import INTERRUPTED, exit_status_of_run
+from ctcli.errors import UsageError
 from ctcli.models import Mode
 
 SANDBOX_PROJECT_ID = "sandbox"
@@ -224,7 +225,7 @@ def _run(mode: Mode, inputs: list[str], arg_items: list[Any], common: CommonOpti
     except KeyboardInterrupt:  # the second signal: stop now, what settled is already saved
         reporter.abort()
         sys.stderr.write("ctcli: aborted\n")
-        _exit_now(int(ExitStatus.INTERRUPTED))
+        _exit_now(int(INTERRUPTED))
         raise
     except BaseException:
         reporter.abort()  # what was reported so far reaches stdout; progress is cleared
@@ -234,8 +235,8 @@ def _run(mode: Mode, inputs: list[str], arg_items: list[Any], common: CommonOpti
         sys.stderr.write(f"ctcli: error: {escape_controls(summary.refusal)}\n")
     if summary.interrupted and _stdin_reader_alive():
         # A thread still blocked reading stdin would abort the interpreter's shutdown.
-        _exit_now(int(summary.exit_status))
-    raise typer.Exit(int(summary.exit_status))
+        _exit_now(int(exit_status_of_run(summary)))
+    raise typer.Exit(int(exit_status_of_run(summary)))
 
 
 @contextmanager
