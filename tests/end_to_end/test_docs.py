@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from ctcli.cli.app import app
 from ctcli.sandbox import Sandbox
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 COMMANDS = ["configure", "upload", "delete", "replay", "sandbox"]
 

@@ -13,7 +13,7 @@ import pytest
 from ctcli.cli import send as cli_events
 from tests.helpers import invoke, rows_of, write_ndjson
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "sample_events"
 
 

@@ -25,7 +25,7 @@ from ctcli.cli.app import app
 from ctcli.sandbox import Sandbox
 from tests.helpers import invoke, rows_of, write_ndjson
 
-SAMPLE = Path(__file__).resolve().parent.parent / "sample_events" / "events.ndjson"
+SAMPLE = Path(__file__).resolve().parents[2] / "sample_events" / "events.ndjson"
 LONG_EMAIL = "x" * 250 + "@example.com"  # ctcli sends it, the sandbox refuses it (515)
 BASE_TS = 1_700_000_000
 

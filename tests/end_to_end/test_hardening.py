@@ -22,7 +22,7 @@ from ctcli.delivery.client import CleverTapClient, ClientSettings
 from ctcli.events.sources import MAX_DEPTH
 from tests.helpers import CTCLI, error_lines, invoke, rows_of
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "sample_events" / "events.ndjson"
 RUN_TIMEOUT = 60  # seconds: a guard against a hung process, never a timing assertion
 DEEP_ERROR = f"nested more than {MAX_DEPTH} levels deep"

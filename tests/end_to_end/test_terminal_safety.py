@@ -24,7 +24,7 @@ from ctcli.cli.report import JsonReporter, NdjsonReporter, TableReporter, escape
 from ctcli.delivery.pipeline import Summary
 from ctcli.models import InputItem, Result, Status
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 CONTROLS = [chr(code) for code in [*range(0x00, 0x20), *range(0x7F, 0xA0)]]
 UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
