@@ -55,8 +55,8 @@ class FrontEnd:
 
     results: Callable[[InputItem, Sequence[Result]], None] | None = None
     idle: Callable[[], None] | None = None
-    warn: Callable[[str], None] = _log.warning
-    note: Callable[[str], None] = _log.info
+    warn: Callable[[str], object] = _log.warning
+    note: Callable[[str], object] = _log.info
     stdin: BinaryIO | None = None
     first: Sequence[InputItem] = ()
 

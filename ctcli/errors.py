@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ctcli.models import Outcome
 
 
 class ExitStatus(IntEnum):
@@ -57,7 +61,7 @@ class CredentialsRejected(CtcliError):
     def __init__(self, message: str, *, status_code: int | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
-        self.settled: list[object] = []
+        self.settled: list[Outcome] = []
 
 
 class Unreachable(CtcliError):

@@ -66,7 +66,7 @@ def command_subscription(action: Action, mapping: FieldMapping) -> Subscription:
     )
 
 
-def load_profile(settings: RunSettings, warn: Callable[[str], None]) -> Profile:
+def load_profile(settings: RunSettings, warn: Callable[[str], object]) -> Profile:
     profile = resolve_profile(settings.profile, env=settings.env)
     from ctcli.config import config_path
 
@@ -165,7 +165,7 @@ def read_inputs(
     inputs: Sequence[str],
     stdin: BinaryIO | None,
     state: StateFile | None = None,
-    note: Callable[[str], None] = lambda message: None,
+    note: Callable[[str], object] = lambda message: None,
     worker: WorkerReader | None = None,
 ) -> Iterator[InputItem]:
     """Every item of every input, picking each file up where its checkpoint left it.
@@ -189,7 +189,7 @@ def _read_input(
     name: str,
     stdin: BinaryIO | None,
     state: StateFile | None,
-    note: Callable[[str], None],
+    note: Callable[[str], object],
     worker: WorkerReader | None = None,
 ) -> Iterator[InputItem]:
     from ctcli.events.sources import read_source
@@ -227,8 +227,8 @@ def execute(
     on_idle: Callable[[], None] | None = None,
     stop: threading.Event | None = None,
     stdin: BinaryIO | None = None,
-    warn: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
-    note: Callable[[str], None] | None = None,
+    warn: Callable[[str], object] = lambda message: print(message, file=sys.stderr),
+    note: Callable[[str], object] | None = None,
 ) -> Summary:
     """Run one command end to end and return its summary; results go to `sink` in order.
 

@@ -85,6 +85,15 @@ class Result(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one record (or identity) sent to CleverTap: the client's answer."""
+
+    ok: bool
+    code: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class FieldMapping:
     """Where an action finds its fields in an event (Segment's "mappings")."""
 

@@ -11,11 +11,14 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from ctcli.cli.exits import INTERRUPTED
+
+if TYPE_CHECKING:
+    from ctcli.config import Profile
 from ctcli.errors import (
     ConfigError,
     CredentialsRejected,
@@ -299,7 +302,7 @@ def _check(
     typer.echo(f"Credentials accepted by {base_url} ({resolved.project_id})")
 
 
-def _fix_hint(resolved: config.Profile) -> str:
+def _fix_hint(resolved: Profile) -> str:
     from_env = [
         config.SETTING_ENV[key]
         for key in ("project_id", "passcode")

@@ -13,7 +13,7 @@ import re
 import sys
 import time
 from collections.abc import Sequence
-from typing import IO, Any
+from typing import IO, Any, TextIO
 
 import orjson
 
@@ -364,8 +364,8 @@ def make_reporter(
     output: str,
     *,
     show: str | None,
-    stdout: IO[str] | None = None,
-    stderr: IO[str] | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
     progress: bool = False,
     inputs: Sequence[str] = (),
 ) -> NdjsonReporter | JsonReporter | TableReporter:

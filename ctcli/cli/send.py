@@ -210,7 +210,9 @@ def _run(mode: Mode, inputs: list[str], arg_items: list[Any], common: CommonOpti
                 mode,
                 inputs,
                 profile=common.profile,
-                **account,
+                project_id=account[0] if account else None,
+                passcode=account[1] if account else None,
+                endpoint=account[2] if account else None,
                 dry_run=common.dry_run,
                 failed=common.failed,
                 state=common.state,
@@ -240,10 +242,11 @@ def _run(mode: Mode, inputs: list[str], arg_items: list[Any], common: CommonOpti
 
 
 @contextmanager
-def _account(common: CommonOptions) -> Iterator[dict[str, str]]:
-    """The account given in place of the profile's: with --sandbox, a sandbox for this run."""
+def _account(common: CommonOptions) -> Iterator[tuple[str, str, str] | None]:
+    """(project id, passcode, endpoint) in place of the profile's: with --sandbox, a sandbox
+    started for this run; None otherwise."""
     if not common.sandbox:
-        yield {}
+        yield None
         return
     import secrets
 
@@ -252,7 +255,7 @@ def _account(common: CommonOptions) -> Iterator[dict[str, str]]:
     passcode = secrets.token_hex(16)  # throwaway: the sandbox lives only for this run
     sandbox = Sandbox(project_id=SANDBOX_PROJECT_ID, passcode=passcode).start()
     try:
-        yield {"project_id": SANDBOX_PROJECT_ID, "passcode": passcode, "endpoint": sandbox.url}
+        yield SANDBOX_PROJECT_ID, passcode, sandbox.url
     finally:
         sandbox.stop()
 

@@ -28,6 +28,7 @@ import orjson
 from ctcli import __version__
 from ctcli.delivery.transport import is_host_name, make_transport, redact_url, request_deadline
 from ctcli.errors import ConfigError, CredentialsRejected, Unreachable
+from ctcli.models import Outcome
 
 UPLOAD_PATH = "/1/upload"
 DELETE_PATH = "/1/delete/profiles.json"
@@ -76,15 +77,6 @@ class ClientSettings:
             raise ValueError(f"max_retries must be 0 or more, not {self.max_retries}")
         if not (math.isfinite(self.timeout) and self.timeout > 0):
             raise ValueError(f"timeout must be more than 0 seconds, not {self.timeout}")
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What became of one record (or identity) sent to CleverTap."""
-
-    ok: bool
-    code: int | None = None
-    error: str | None = None
 
 
 _OK = Outcome(ok=True)
@@ -192,7 +184,7 @@ class CleverTapClient:
         settings: ClientSettings,
         *,
         transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         random: Callable[[], float] = random.random,
         stopping: Callable[[], bool] = lambda: False,
@@ -379,8 +371,12 @@ class CleverTapClient:
             # Re-index what was settled (counted over the sendable items) over all the items.
             for index, outcome in zip(sendable, exc.settled, strict=False):
                 outcomes[index] = outcome
-            known = next((i for i, outcome in enumerate(outcomes) if outcome is None), None)
-            exc.settled = list(outcomes[:known])
+            settled: list[Outcome] = []
+            for known in outcomes:
+                if known is None:
+                    break  # the first record with no answer: everything after it is refused
+                settled.append(known)
+            exc.settled = settled
             raise
         for index, outcome in zip(sendable, sent, strict=True):
             outcomes[index] = outcome

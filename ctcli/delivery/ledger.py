@@ -37,7 +37,7 @@ class Ledger:
         failed: FailedFile | None = None,
         state: StateFile | None = None,
         flush_report: Callable[[], None] | None = None,
-        warn: Callable[[str], None] = lambda message: None,
+        warn: Callable[[str], object] = lambda message: None,
         save: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

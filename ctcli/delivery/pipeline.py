@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from ctcli.delivery.ordering import Batch, Scheduler, Work, decoded
 from ctcli.errors import CredentialsRejected, ExitStatus
 from ctcli.events.prepare import Router, prepare
-from ctcli.models import Action, InputItem, Result, Status
+from ctcli.models import Action, InputItem, Outcome, Result, Status
 
 CREDENTIALS_REFUSED = "credentials refused"
 _COLLECT_EVERY = 8  # answered batches between full garbage collections
@@ -29,12 +29,15 @@ _COLLECT_EVERY = 8  # answered batches between full garbage collections
 class Sender(Protocol):
     """What the pipeline needs from a CleverTap client."""
 
-    requests: int
-    retries: int
+    @property
+    def requests(self) -> int: ...
 
-    def upload(self, records: list[dict[str, Any] | bytes]) -> list[Any]: ...
+    @property
+    def retries(self) -> int: ...
 
-    def delete(self, identities: list[str]) -> list[Any]: ...
+    def upload(self, records: list[dict[str, Any] | bytes]) -> list[Outcome]: ...
+
+    def delete(self, identities: list[str]) -> list[Outcome]: ...
 
 
 @dataclass(frozen=True)
@@ -109,15 +112,6 @@ class ResultSink(Protocol):
     def __call__(self, item: InputItem, results: Sequence[Result]) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class _Refused:
-    """The outcome of a record that was never accepted because the credentials were refused."""
-
-    code: int | None
-    ok: bool = False
-    error: str = CREDENTIALS_REFUSED
-
-
 @dataclass(slots=True)
 class _Slot:
     item: InputItem
@@ -132,7 +126,7 @@ class _Slot:
 _NOT_ABOUT_THE_RECORD = frozenset({401, 403, 408, 429, 500, 502, 503, 504})
 
 
-def _about_the_record(outcome: Any) -> bool:
+def _about_the_record(outcome: Outcome) -> bool:
     code = outcome.code
     return code is not None and code not in _NOT_ABOUT_THE_RECORD
 
@@ -166,7 +160,7 @@ class Pipeline:
             # --batch-size lowers deletes too; CleverTap takes at most 100 identities a request.
             delete_limit=min(options.batch_size, options.delete_batch_size, 100),
         )
-        self._done: queue.SimpleQueue[tuple[Batch, list[Any] | None, BaseException | None]] = (
+        self._done: queue.SimpleQueue[tuple[Batch, list[Outcome] | None, BaseException | None]] = (
             queue.SimpleQueue()
         )
         self._in_flight = 0
@@ -396,7 +390,7 @@ class Pipeline:
             self._on_delivered()
 
     def _complete(
-        self, batch: Batch, outcomes: list[Any] | None, error: BaseException | None
+        self, batch: Batch, outcomes: list[Outcome] | None, error: BaseException | None
     ) -> None:
         if isinstance(error, CredentialsRejected):
             self._refused = self._refused or error
@@ -407,8 +401,9 @@ class Pipeline:
             return
         if outcomes is None:
             # Answers that came before the refusal stand; everything after it is refused.
-            known = list(getattr(error, "settled", None) or [])[: len(batch.works)]
-            refused = _Refused(self._refused_code())
+            assert isinstance(error, CredentialsRejected)
+            known = error.settled[: len(batch.works)]
+            refused = Outcome(ok=False, code=self._refused_code(), error=CREDENTIALS_REFUSED)
             outcomes = known + [refused] * (len(batch.works) - len(known))
         action = str(batch.action)
         scheduler = self._scheduler
@@ -461,7 +456,7 @@ class Pipeline:
         return tuple(decoded(work.payload)["profileData"])
 
     def _refused_code(self) -> int | None:
-        return getattr(self._refused, "status_code", None)
+        return self._refused.status_code if self._refused is not None else None
 
     def _result(
         self,

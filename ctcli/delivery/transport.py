@@ -177,7 +177,10 @@ def _environment_proxies(env: Mapping[str, str]) -> dict[str, str]:
 
 
 def _bypassed(host: str, no_proxy: str) -> bool:
-    return bool(urllib.request.proxy_bypass_environment(host, {"no": no_proxy}))
+    # The standard library's own reading of NO_PROXY (suffixes, ports, "*"); public in
+    # practice, though typeshed leaves it out.
+    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+    return bool(bypass(host, {"no": no_proxy}))
 
 
 def make_transport(

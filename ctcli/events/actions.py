@@ -212,7 +212,7 @@ def _person_attributes(
     # Identify events carry traits; Segment's own default reads properties, so honour those
     # when traits have nothing to say.
     if traits is None or (not traits and properties):
-        return properties, "properties"
+        return properties or {}, "properties"
     return traits, "traits"
 
 
@@ -493,6 +493,7 @@ def _map_common(event: dict[str, Any], convert: bool, now: int) -> dict[str, Any
     if properties is not None and type(properties) is not dict:
         return None  # refused even beside traits: the general pass says why
     stamp = event.get("timestamp")
+    ts: int | None
     if stamp is None or stamp == "":
         ts = now
     elif type(stamp) is str:

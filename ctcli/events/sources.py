@@ -662,7 +662,7 @@ def _with_supersessions(name: str, items: Iterator[InputItem]) -> Iterator[Input
         if item.redrive_identity is None and not item.marker:
             yield item
             continue
-        rest = itertools.chain([item], items)
+        rest: Iterator[InputItem] = itertools.chain([item], items)
         markers = Markers()
         if name != "-" and os.path.isfile(name):
             _scan_markers(name, markers)

@@ -28,7 +28,9 @@ from ctcli.models import Action, InputItem
 MARKER_STATUS = "superseded"
 
 
-def marker_line(identity: str, source: str, line: int, action: str, keys: Iterable[str] | None):
+def marker_line(
+    identity: str, source: str, line: int, action: str, keys: Iterable[str] | None
+) -> dict[str, Any]:
     """The marker for a delivered record (`keys` None for a delete) superseding earlier failures."""
     return {
         "ctcli": MARKER_STATUS,
