@@ -23,12 +23,12 @@ from ctcli.models import InputItem, Result, Status
 TABLE_ROW_LIMIT = 500  # --show all lists every event up to this many, then only failures
 
 STATUS_STYLES = {
-    "ok": "green",
-    "failed": "bold red",
-    "invalid": "yellow",
-    "skipped": "dim",
-    "dry-run": "cyan",
-    "superseded": "magenta",
+    Status.OK: "green",
+    Status.FAILED: "bold red",
+    Status.INVALID: "yellow",
+    Status.SKIPPED: "dim",
+    Status.DRY_RUN: "cyan",
+    Status.SUPERSEDED: "magenta",
 }
 
 
@@ -306,7 +306,7 @@ class TableReporter:
                     Text(escape_controls(kind)),
                     Text(escape_controls(row.action or "-")),
                     Text(escape_controls(row.identity or "-")),
-                    Text(str(row.status), style=STATUS_STYLES.get(str(row.status), "")),
+                    Text(str(row.status), style=STATUS_STYLES.get(Status(row.status), "")),
                     Text("" if row.code is None else str(row.code)),
                     Text(escape_controls(row.error or "")),
                 )
@@ -335,15 +335,8 @@ def summary_text(summary: Summary) -> Any:
 
     text = Text()
     text.append(f"{summary.events} events: ")
-    counts = [
-        ("ok", summary.ok),
-        ("failed", summary.failed),
-        ("invalid", summary.invalid),
-        ("skipped", summary.skipped),
-        ("dry-run", summary.dry_run),
-        ("superseded", summary.superseded),
-    ]
-    shown = [(status, count) for status, count in counts if count] or [("ok", 0)]
+    counts = summary.counts().items()
+    shown = [(status, count) for status, count in counts if count] or [(Status.OK, 0)]
     for position, (status, count) in enumerate(shown):
         if position:
             text.append(", ")

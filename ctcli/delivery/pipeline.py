@@ -73,23 +73,23 @@ class Summary:
     refusal: str | None = None  # CleverTap's words when it refused the credentials
     interrupted: bool = False
 
+    def count(self, status: Status) -> int:
+        """How many results had `status` (its field: the status with "-" as "_")."""
+        return int(getattr(self, _count_field(status)))
+
+    def counts(self) -> dict[Status, int]:
+        """Results per status, every status in Status's order."""
+        return {status: self.count(status) for status in Status}
+
     def add_counts(self, counts: dict[Status, int]) -> None:
-        self.ok += counts[Status.OK]
-        self.failed += counts[Status.FAILED]
-        self.invalid += counts[Status.INVALID]
-        self.skipped += counts[Status.SKIPPED]
-        self.dry_run += counts[Status.DRY_RUN]
-        self.superseded += counts[Status.SUPERSEDED]
+        for status in Status:
+            field = _count_field(status)
+            setattr(self, field, getattr(self, field) + counts[status])
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "events": self.events,
-            "ok": self.ok,
-            "failed": self.failed,
-            "invalid": self.invalid,
-            "skipped": self.skipped,
-            "dry-run": self.dry_run,
-            "superseded": self.superseded,
+            **{str(status): count for status, count in self.counts().items()},
             "requests": self.requests,
             "retries": self.retries,
             "seconds": round(self.seconds, 3),
@@ -104,6 +104,10 @@ class Summary:
         if self.failed or self.invalid:
             return ExitStatus.EVENTS_FAILED
         return ExitStatus.OK
+
+
+def _count_field(status: Status) -> str:
+    return status.value.replace("-", "_")
 
 
 class ResultSink(Protocol):
