@@ -14,8 +14,8 @@
 `upload`, `delete` and `replay` take a path, a list of paths or an iterable of events, and the
 options of the CLI's commands (see `ctcli.api.run`); they return a `Summary`. Each event's
 `Result`s reach `on_result` in input order. Setup problems raise a `CtcliError` (`ConfigError`,
-`UsageError`, `InputError`, `StateLocked`, `CredentialsRejected`), whose `exit_status` is what
-the CLI exits with.
+`UsageError`, `InputError`, `StateLocked`, `CredentialsRejected`); the CLI exits with 2 for
+them, 3 for `CredentialsRejected` (see `ctcli.cli.exits`, the one map from outcomes to codes).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Error types and the exit codes they map to (the mapping itself lives in the CLI layer)."""
+"""Error types, and the exit codes the CLI speaks (chosen in one place: ctcli.cli.exits)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,7 @@ class ExitStatus(IntEnum):
 
 
 class CtcliError(Exception):
-    """An expected failure: printed as one line, mapped to `exit_status`."""
-
-    exit_status: ExitStatus = ExitStatus.USAGE
+    """An expected failure: printed as one line (ctcli.cli.exits says which exit code)."""
 
 
 class ConfigError(CtcliError):
@@ -55,8 +53,6 @@ class CredentialsRejected(CtcliError):
     `settled` holds the outcomes already known for the first items of the batch being sent
     (a batch split after a 400 may have had a half accepted before the refusal came).
     """
-
-    exit_status = ExitStatus.CREDENTIALS_REFUSED
 
     def __init__(self, message: str, *, status_code: int | None = None) -> None:
         super().__init__(message)

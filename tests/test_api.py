@@ -12,6 +12,7 @@ import sys
 import pytest
 
 import ctcli
+from ctcli.cli.exits import exit_status_of_error, exit_status_of_run
 from tests.conftest import SANDBOX_PASSCODE, SANDBOX_PROJECT_ID
 
 
@@ -45,7 +46,7 @@ def test_an_upload_of_event_dicts_reaches_the_sandbox_and_every_result_the_callb
     ]
     assert sandbox.profiles()["u1"]["profileData"]["Name"] == "Ada"
     assert set(sandbox.profiles()) == {"u1", "u3"}
-    assert summary.exit_status is ctcli.ExitStatus.EVENTS_FAILED
+    assert exit_status_of_run(summary) is ctcli.ExitStatus.EVENTS_FAILED
 
 
 def test_a_replay_of_a_file_routes_by_trigger_and_writes_the_failed_file(env, sandbox, tmp_path):
@@ -101,7 +102,7 @@ def test_a_dry_run_needs_no_account_and_sends_nothing(env, sandbox):
 def test_setup_problems_raise_the_errors_the_cli_maps_to_exit_codes(env, tmp_path):
     with pytest.raises(ctcli.InputError) as missing:
         ctcli.upload(tmp_path / "missing.ndjson", dry_run=True)
-    assert missing.value.exit_status == ctcli.ExitStatus.USAGE
+    assert exit_status_of_error(missing.value) == ctcli.ExitStatus.USAGE
     with pytest.raises(ctcli.ConfigError):
         ctcli.upload([{"type": "identify", "userId": "u1", "traits": {"a": 1}}])  # no account
     with pytest.raises(ctcli.UsageError):

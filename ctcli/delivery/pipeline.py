@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ctcli.delivery.ordering import Batch, Scheduler, Work, decoded
-from ctcli.errors import CredentialsRejected, ExitStatus
+from ctcli.errors import CredentialsRejected
 from ctcli.events.prepare import Router, prepare
 from ctcli.models import Action, InputItem, Outcome, Result, Status
 
@@ -94,16 +94,6 @@ class Summary:
             "retries": self.retries,
             "seconds": round(self.seconds, 3),
         }
-
-    @property
-    def exit_status(self) -> ExitStatus:
-        if self.interrupted:
-            return ExitStatus.INTERRUPTED
-        if self.credentials_refused:
-            return ExitStatus.CREDENTIALS_REFUSED
-        if self.failed or self.invalid:
-            return ExitStatus.EVENTS_FAILED
-        return ExitStatus.OK
 
 
 def _count_field(status: Status) -> str:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from ctcli.cli.exits import exit_status_of_run
 from ctcli.delivery.client import Outcome
 from ctcli.delivery.pipeline import Pipeline, PipelineOptions
 from ctcli.errors import CredentialsRejected, ExitStatus
@@ -115,14 +116,14 @@ def test_deletes_go_at_most_100_per_request():
 def test_unmatched_events_are_skipped_with_no_action():
     results, summary = run(items_of([{"type": "page", "userId": "u1"}]), FakeSender())
     assert results[0].status is Status.SKIPPED and results[0].action is None
-    assert summary.exit_status is ExitStatus.OK
+    assert exit_status_of_run(summary) is ExitStatus.OK
 
 
 def test_bad_items_are_invalid_and_the_rest_goes_on():
     results, summary = run(items_of([identify(1), None, identify(3)]), FakeSender())
     assert [r.status for r in results] == [Status.OK, Status.INVALID, Status.OK]
     assert results[1].error == "invalid JSON" and results[1].line == 2
-    assert summary.exit_status is ExitStatus.EVENTS_FAILED
+    assert exit_status_of_run(summary) is ExitStatus.EVENTS_FAILED
 
 
 def test_a_record_refused_by_clevertap_is_failed_with_its_code():
@@ -142,7 +143,7 @@ def test_mapping_errors_are_invalid_with_the_reason():
 def test_dry_run_sends_nothing_and_reports_dry_run():
     results, summary = run(items_of([identify(1), identify(2)]), None, dry_run=True)
     assert [r.status for r in results] == [Status.DRY_RUN, Status.DRY_RUN]
-    assert summary.requests == 0 and summary.exit_status is ExitStatus.OK
+    assert summary.requests == 0 and exit_status_of_run(summary) is ExitStatus.OK
 
 
 def test_refused_credentials_fail_every_event_not_accepted():
@@ -154,7 +155,7 @@ def test_refused_credentials_fail_every_event_not_accepted():
     assert sum(r.status is Status.OK for r in results) == 100
     refused = [r for r in results if r.status is Status.FAILED]
     assert len(refused) == 400 and all(r.error == "credentials refused" for r in refused)
-    assert summary.exit_status is ExitStatus.CREDENTIALS_REFUSED
+    assert exit_status_of_run(summary) is ExitStatus.CREDENTIALS_REFUSED
 
 
 def test_an_event_for_two_actions_gets_two_results():
@@ -199,7 +200,7 @@ def test_stop_event_ends_reading_and_reports_what_was_read():
         stop=stop,
     )
     summary = pipeline.run(items())
-    assert summary.interrupted and summary.exit_status is ExitStatus.INTERRUPTED
+    assert summary.interrupted and exit_status_of_run(summary) is ExitStatus.INTERRUPTED
     assert summary.events < 10_000  # reading stopped soon after the stop event
     assert [r.line for r in collected] == list(range(1, summary.events + 1))
     assert all(r.status is Status.OK for r in collected)

@@ -30,6 +30,7 @@ import pytest
 import ctcli.delivery.client
 import ctcli.delivery.pipeline
 import ctcli.job
+from ctcli.cli.exits import exit_status_of_run
 from ctcli.errors import ExitStatus
 from ctcli.job import RunSettings, execute
 from ctcli.models import InputItem, Result
@@ -607,7 +608,7 @@ def test_interrupted_run_reports_every_event_it_read_exactly_once(live, tmp_path
 
     assert held == [True]
     assert summary.interrupted
-    assert summary.exit_status == ExitStatus.INTERRUPTED == 130
+    assert exit_status_of_run(summary) == ExitStatus.INTERRUPTED == 130
     assert 0 < summary.events < EVENTS
     counts = Counter((result.source, result.line) for result in results)
     assert set(counts.values()) == {1}
