@@ -17,15 +17,21 @@ from typing import Any
 from typer.testing import CliRunner, Result
 
 from ctcli.cli.app import app
+from ctcli.cli.environment import Environment
 
 CTCLI = [sys.executable, "-m", "ctcli"]  # ctcli as a real process
 
 # --- ctcli in this process ---------------------------------------------------------------------
 
 
-def invoke(*args: str, input: str | bytes | None = None) -> Result:
-    """Run the ctcli command line in this process; an exception escaping it fails the test."""
-    return CliRunner().invoke(app, list(args), input=input, catch_exceptions=False)
+def invoke(
+    *args: str, input: str | bytes | None = None, environment: Environment | None = None
+) -> Result:
+    """Run the ctcli command line in this process; an exception escaping it fails the test.
+
+    `environment`: what the command is told of its streams (e.g. that stdin is a terminal).
+    """
+    return CliRunner().invoke(app, list(args), input=input, obj=environment, catch_exceptions=False)
 
 
 def rows_of(result: Result) -> list[dict[str, Any]]:

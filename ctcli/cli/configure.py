@@ -7,7 +7,6 @@ from a flag value (shell history, `ps`): it is read from a hidden prompt or `--p
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ctcli.cli.environment import environment_of
 from ctcli.cli.exits import INTERRUPTED
 
 if TYPE_CHECKING:
@@ -41,14 +41,6 @@ config = _LazyConfig()
 CHECK_TIMEOUT = 10.0
 
 
-def stdin_is_terminal() -> bool:
-    """Whether ctcli may prompt; a module-level function so tests can pretend either way."""
-    try:
-        return sys.stdin is not None and sys.stdin.isatty()
-    except ValueError:  # a closed stdin
-        return False
-
-
 def _message(text: str) -> None:
     typer.echo(text, err=True)
 
@@ -61,6 +53,7 @@ def _printable(value: str) -> str:
 
 
 def configure(
+    ctx: typer.Context,
     profile: Annotated[
         str | None,
         typer.Option(
@@ -116,7 +109,8 @@ def configure(
     when stdin is a terminal. The config file is $CTCLI_CONFIG, else
     $XDG_CONFIG_HOME/ctcli/config.toml, else ~/.config/ctcli/config.toml (mode 0600).
     """
-    env = os.environ
+    environment = environment_of(ctx)
+    env = environment.variables
     path = config.config_path(env)
     # Before any warning or prompt: a file ctcli will not use gets one line, and nothing else.
     config.check_config_file(path, env)
@@ -131,7 +125,10 @@ def configure(
 
     name = profile
     if writes or not check:
-        name = _write(path, profile, env, project_id, region, endpoint, passcode_stdin)
+        name = _write(
+            path, profile, env, project_id, region, endpoint, passcode_stdin,
+            interactive=environment.stdin_isatty,
+        )  # fmt: skip
     else:
         _warn_permissions(path)
     if check:
@@ -157,11 +154,12 @@ def _write(
     region: str | None,
     endpoint: str | None,
     passcode_stdin: bool,
+    *,
+    interactive: bool,
 ) -> str:
     name = _profile_name(profile, env)
     exposed = config.permission_warning(path) is not None
     current = config.profiles_in(config.load_config(path, env)).get(name, {})
-    interactive = stdin_is_terminal()
 
     # Validate flags before asking anything, so a typo does not cost a round of prompts.
     new_region = config.normalize_region(region) if region is not None else None

@@ -11,12 +11,13 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
 
+from ctcli.cli.environment import Environment, environment_of
 from ctcli.cli.exits import INTERRUPTED, exit_status_of_run
 from ctcli.errors import UsageError
 from ctcli.models import Mode
@@ -33,18 +34,6 @@ class OutputFormat(StrEnum):
 class ShowRows(StrEnum):
     all = "all"
     failed = "failed"
-
-
-def stdin_is_terminal() -> bool:
-    return sys.stdin is not None and sys.stdin.isatty()  # None: started with stdin closed
-
-
-def stdout_is_terminal() -> bool:
-    return sys.stdout is not None and sys.stdout.isatty()
-
-
-def stderr_is_terminal() -> bool:
-    return sys.stderr is not None and sys.stderr.isatty()
 
 
 def _exit_now(status: int) -> None:
@@ -78,6 +67,7 @@ class CommonOptions:
     timeout: float
     no_convert_timestamps: bool
     show: ShowRows | None
+    environment: Environment = field(default_factory=Environment)
 
 
 _COMMON = [
@@ -133,7 +123,10 @@ def with_common_options(command: Callable[..., None]) -> Callable[..., None]:
 
     @functools.wraps(command)
     def wrapper(**kwargs: Any) -> None:
-        common = CommonOptions(**{name: kwargs.pop(name) for name in names})
+        common = CommonOptions(
+            **{name: kwargs.pop(name) for name in names},
+            environment=environment_of(kwargs.get("ctx")),
+        )
         command(common=common, **kwargs)
 
     own = [p for p in inspect.signature(command).parameters.values() if p.name != "common"]
@@ -185,19 +178,21 @@ def _run(mode: Mode, inputs: list[str], arg_items: list[Any], common: CommonOpti
         raise UsageError("--dry-run and --sandbox cannot be combined: a dry run sends nothing")
     output = common.output.value if common.output else None
     if output is None:
-        output = "table" if stdout_is_terminal() else "ndjson"
-    if sys.stdout is None:
+        output = "table" if common.environment.stdout_isatty else "ndjson"
+    if common.environment.stdout is None:
         raise UsageError("stdout is closed: ctcli has nowhere to write the results")
     reporter = make_reporter(
         output,
         show=common.show.value if common.show else None,
-        progress=output == "table" and stderr_is_terminal(),
+        progress=output == "table" and common.environment.stderr_isatty,
+        stdout=common.environment.stdout,
+        stderr=common.environment.stderr,
         inputs=inputs,
     )
     front_end = FrontEnd(
         results=reporter,
         idle=reporter.idle,
-        stdin=getattr(sys.stdin, "buffer", None),
+        stdin=getattr(common.environment.stdin, "buffer", None),
         # File names and server words: never raw control characters on a terminal.
         warn=lambda message: sys.stderr.write(f"ctcli: warning: {escape_controls(message)}\n"),
         note=lambda message: sys.stderr.write(f"ctcli: {escape_controls(message)}\n"),
@@ -269,12 +264,14 @@ def _tune_garbage_collector() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-def _inputs_or_stdin(files: list[str] | None, has_other_input: bool) -> list[str]:
+def _inputs_or_stdin(
+    files: list[str] | None, has_other_input: bool, environment: Environment
+) -> list[str]:
     if files:
         return files
     if has_other_input:
         return []
-    if stdin_is_terminal():
+    if environment.stdin_isatty:
         return []
     return ["-"]
 
@@ -337,7 +334,7 @@ def upload(
         from ctcli.models import InputItem
 
         arg_items.append(InputItem(source="args", line=1, event=event))
-    inputs = _inputs_or_stdin(files, bool(arg_items))
+    inputs = _inputs_or_stdin(files, bool(arg_items), common.environment)
     if not inputs and not arg_items:
         _show_help_and_exit(ctx, "nothing to upload: give FILEs, '-' for stdin, or --identity")
     _run(Mode.UPLOAD, inputs, arg_items, common)
@@ -390,7 +387,7 @@ def delete(
     if not arg_items and not files:
         _show_help_and_exit(ctx, "nothing to delete: give IDENTITY arguments or --file")
     if not (yes or common.dry_run or common.sandbox):
-        if "-" in files or not stdin_is_terminal():
+        if "-" in files or not common.environment.stdin_isatty:
             raise UsageError(
                 "deleting profiles needs confirmation: add --yes "
                 "(stdin is not a terminal, so ctcli cannot ask)"
@@ -427,7 +424,7 @@ def replay(
     if list_subscriptions:
         _print_subscriptions(common)
         return
-    inputs = _inputs_or_stdin(files, False)
+    inputs = _inputs_or_stdin(files, False, common.environment)
     if not inputs:
         _show_help_and_exit(ctx, "nothing to replay: give FILEs or '-' for stdin")
     _run(Mode.REPLAY, inputs, [], common)

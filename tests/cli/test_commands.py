@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from ctcli.cli import send as cli_events
+from ctcli.cli.environment import Environment
 from tests.helpers import invoke, rows_of, write_ndjson
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -182,9 +182,8 @@ def test_upload_reads_gzip_and_batch_envelope(live):
     assert len(live.profiles()) == 102  # the batch's Delete User track is uploaded too: no traits
 
 
-def test_upload_with_nothing_on_a_terminal_shows_usage(env, monkeypatch):
-    monkeypatch.setattr(cli_events, "stdin_is_terminal", lambda: True)
-    result = invoke("upload")
+def test_upload_with_nothing_on_a_terminal_shows_usage(env):
+    result = invoke("upload", environment=Environment(stdin_isatty=True))
     assert result.exit_code == 2
     assert "Usage" in result.stderr
 
@@ -219,9 +218,9 @@ def test_delete_with_yes_deletes_each_identity(live):
     assert sorted(live.deleted()) == ["u1", "u2"] and "u1" not in live.profiles()
 
 
-def test_delete_asks_on_a_terminal_and_no_means_nothing(live, monkeypatch):
-    monkeypatch.setattr(cli_events, "stdin_is_terminal", lambda: True)
-    result = invoke("delete", "u1", "u2", "u3", input="n\n")
+def test_delete_asks_on_a_terminal_and_no_means_nothing(live):
+    terminal = Environment(stdin_isatty=True)
+    result = invoke("delete", "u1", "u2", "u3", input="n\n", environment=terminal)
     assert "Delete 3 profiles from project TEST-ACC?" in result.stderr
     assert result.exit_code == 0 and live.stats()["delete_requests"] == 0
 
@@ -320,16 +319,15 @@ def test_table_has_no_colour_codes_with_no_color(env, tmp_path, monkeypatch):
     assert not re.search(r"\x1b\[(?:\d+;)*(?:3\d|9\d)", result.stdout)  # no colour codes
 
 
-def test_progress_goes_to_stderr_only_when_it_is_a_terminal(env, tmp_path, monkeypatch):
+def test_progress_goes_to_stderr_only_when_it_is_a_terminal(env, tmp_path):
     source = write_ndjson(tmp_path / "in.ndjson", [IDENTIFY] * 300)
-    monkeypatch.setattr(cli_events, "stderr_is_terminal", lambda: True)
-    shown = invoke("upload", "--dry-run", "-o", "table", "--show", "failed", source)
+    args = ("upload", "--dry-run", "-o", "table", "--show", "failed", source)
+    shown = invoke(*args, environment=Environment(stderr_isatty=True))
     assert shown.exit_code == 0
     assert "events (" in shown.stderr  # the progress line: events (counts), rate
     assert "events (" not in shown.stdout and "\r" not in shown.stdout
     assert "300 events: 300 dry-run" in shown.stdout
-    monkeypatch.setattr(cli_events, "stderr_is_terminal", lambda: False)
-    quiet = invoke("upload", "--dry-run", "-o", "table", "--show", "failed", source)
+    quiet = invoke(*args, environment=Environment(stderr_isatty=False))
     assert "events (" not in quiet.stderr
 
 
@@ -343,9 +341,9 @@ def test_version_prints_the_version(env):
     assert result.exit_code == 0 and result.stdout == f"ctcli {__version__}\n"
 
 
-def test_table_is_the_default_on_a_terminal(env, tmp_path, monkeypatch):
-    monkeypatch.setattr(cli_events, "stdout_is_terminal", lambda: True)
-    result = invoke("upload", "--dry-run", write_ndjson(tmp_path / "in.ndjson", [IDENTIFY]))
+def test_table_is_the_default_on_a_terminal(env, tmp_path):
+    source = write_ndjson(tmp_path / "in.ndjson", [IDENTIFY])
+    result = invoke("upload", "--dry-run", source, environment=Environment(stdout_isatty=True))
     assert table_rows(result.stdout)[0]["status"] == "dry-run"
 
 

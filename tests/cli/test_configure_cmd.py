@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-from ctcli.cli import configure as cli_configure
 from ctcli.cli.app import app
+from ctcli.cli.environment import Environment
 from ctcli.sandbox import Sandbox
 
 SENTINEL = "SENTINEL-PASSCODE-7731"
@@ -41,8 +41,15 @@ def clean_env(config: Path, **extra: str) -> dict[str, str | None]:
     return env
 
 
+# Whether stdin is a terminal, as the `terminal` and `not_terminal` fixtures say (None: ask it).
+_STDIN_IS_TERMINAL: dict[str, bool | None] = {"now": None}
+
+
 def invoke(config: Path, args: list[str], input: str | None = None, **env: str) -> Result:
-    return runner.invoke(app, ["configure", *args], input=input, env=clean_env(config, **env))
+    environment = Environment(stdin_isatty=_STDIN_IS_TERMINAL["now"])
+    return runner.invoke(
+        app, ["configure", *args], input=input, env=clean_env(config, **env), obj=environment
+    )
 
 
 def profiles(config: Path) -> dict[str, Any]:
@@ -56,12 +63,12 @@ def config(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def terminal(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli_configure, "stdin_is_terminal", lambda: True)
+    monkeypatch.setitem(_STDIN_IS_TERMINAL, "now", True)
 
 
 @pytest.fixture
 def not_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli_configure, "stdin_is_terminal", lambda: False)
+    monkeypatch.setitem(_STDIN_IS_TERMINAL, "now", False)
 
 
 def write_profile(config: Path, name: str = "p", **extra: str) -> None:

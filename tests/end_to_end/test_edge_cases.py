@@ -262,11 +262,11 @@ def test_refused_credentials_are_explained_once_on_stderr(live, tmp_path, monkey
     assert result.stderr.count("refused the credentials for project TEST-ACC") == 1
 
 
-def test_delete_prompt_at_end_of_input_deletes_nothing(live, monkeypatch):
-    from ctcli.cli import send as cli_events
+def test_delete_prompt_at_end_of_input_deletes_nothing(live):
+    from ctcli.cli.environment import Environment
 
-    monkeypatch.setattr(cli_events, "stdin_is_terminal", lambda: True)
-    result = CliRunner().invoke(app, ["delete", "u1"], input="")
+    terminal = Environment(stdin_isatty=True)
+    result = CliRunner().invoke(app, ["delete", "u1"], input="", obj=terminal)
     assert result.exit_code == 0 and live.stats()["delete_requests"] == 0
 
 
