@@ -17,6 +17,7 @@ from ctcli import __version__
 from ctcli.cli import send as cli_events
 from ctcli.cli.configure import configure
 from ctcli.cli.exits import exit_status_of_error, is_full_or_broken_output
+from ctcli.cli.sandbox import sandbox
 from ctcli.errors import CtcliError
 
 
@@ -102,30 +103,7 @@ app.command("configure")(configure)
 app.command("upload")(cli_events.upload)
 app.command("delete")(cli_events.delete)
 app.command("replay")(cli_events.replay)
-
-
-@app.command("sandbox")
-def sandbox_command(
-    port: Annotated[
-        int,
-        typer.Option("--port", min=0, max=65535, help="TCP port on 127.0.0.1 (0: any free one)."),
-    ] = 8080,
-    project_id: Annotated[
-        str, typer.Option("--project-id", help="Account id the sandbox accepts.")
-    ] = "sandbox",
-    latency: Annotated[
-        float,
-        typer.Option("--latency", min=0, help="Seconds added to every answer (testing)."),
-    ] = 0.0,
-) -> None:
-    """Run the local CleverTap-compatible API until Ctrl-C.
-
-    It accepts the passcode in CTCLI_SANDBOX_PASSCODE (default "sandbox").
-    """
-    from ctcli.sandbox import serve
-
-    passcode = os.environ.get("CTCLI_SANDBOX_PASSCODE", "sandbox")
-    serve(port=port, project_id=project_id, passcode=passcode, latency=latency, out=sys.stdout)
+app.command("sandbox")(sandbox)
 
 
 def error_line(message: str) -> None:
