@@ -6,8 +6,10 @@ import datetime
 import decimal
 import json
 import pydoc
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -122,3 +124,16 @@ def test_a_profile_from_the_config_file_is_used_by_name(env, sandbox, tmp_path):
         [{"type": "identify", "userId": "p1", "traits": {"plan": "pro"}}], profile="test"
     )
     assert summary.ok == 1 and "p1" in sandbox.profiles()
+
+
+def test_the_readme_example_runs_against_the_sandbox(live, tmp_path, monkeypatch):
+    root = Path(__file__).resolve().parent.parent
+    (block,) = re.findall(r"```python\n(.*?)```", (root / "README.md").read_text(), re.DOTALL)
+    (tmp_path / "sample_events").symlink_to(root / "sample_events")
+    monkeypatch.chdir(tmp_path)
+    scope: dict[str, object] = {}
+    exec(compile(block, "README.md", "exec"), scope)
+    summary = scope["summary"]
+    assert isinstance(summary, ctcli.Summary) and summary.ok == 1 and scope["problems"] == []
+    assert live.profiles()["u42"]["profileData"]["Signup"] == 1709294400
+    assert len(live.profiles()) > 1  # the sample file's profiles too
