@@ -53,7 +53,8 @@ STANDARD_KEYS: frozenset[str] = frozenset(
     }
 )
 
-# Segment spec traits with a CleverTap standard key (name and birthday get special handling).
+# Segment spec traits (and the spellings peers map) with a CleverTap standard key; name parts,
+# birthday and the enumerated keys get special handling below.
 _SEGMENT_TO_CLEVERTAP: dict[str, str] = {
     "name": "Name",
     "email": "Email",
@@ -61,7 +62,21 @@ _SEGMENT_TO_CLEVERTAP: dict[str, str] = {
     "gender": "Gender",
     "birthday": "DOB",
     "avatar": "Photo",
+    "customerType": "Customer Type",
+    "customer_type": "Customer Type",
+    "employed": "Employed",
+    "married": "Married",
+    "education": "Education",
 }
+# The spellings of a first and of a last name, in the order they are looked for.
+_FIRST_NAMES = ("firstName", "firstname", "first_name")
+_LAST_NAMES = ("lastName", "lastname", "last_name")
+_NAME_PARTS = frozenset(_FIRST_NAMES + _LAST_NAMES)
+_YES_NO: dict[str, str] = {"yes": "Y", "true": "Y", "y": "Y", "no": "N", "false": "N", "n": "N"}
+_EDUCATION: dict[str, str] = {"school": "School", "college": "College", "graduate": "Graduate"}
+# CleverTap's subscription-group keys: their value is an object it reads, e.g.
+# {"email": ["Newsletters"]}, not a custom property to be stored as JSON text.
+_SUBSCRIPTION_KEYS = frozenset({"category-unsubscribe", "category-resubscribe"})
 
 _GENDERS: dict[str, str] = {
     "m": "M",
@@ -201,17 +216,23 @@ def _person_attributes(
         return found, mapping.attributes
     traits = event.get("traits")
     properties = event.get("properties")
-    if traits is None and properties is None:
-        raise InvalidEvent("no person attributes: 'traits' and 'properties' are both missing")
     if traits is not None and not isinstance(traits, Mapping):
         raise InvalidEvent(f"person attributes: 'traits' is {_describe(traits)}, not an object")
     if properties is not None and not isinstance(properties, Mapping):
         raise InvalidEvent(
             f"person attributes: 'properties' is {_describe(properties)}, not an object"
         )
-    # Identify events carry traits; Segment's own default reads properties, so honour those
-    # when traits have nothing to say.
-    if traits is None or (not traits and properties):
+    if traits:
+        return traits, "traits"
+    # Segment puts the user's traits in context.traits on track and page calls; failing those,
+    # its own default reads properties.
+    context = event.get("context")
+    context_traits = context.get("traits") if isinstance(context, Mapping) else None
+    if isinstance(context_traits, Mapping) and context_traits:
+        return context_traits, "context.traits"
+    if traits is None and properties is None:
+        raise InvalidEvent("no person attributes: 'traits' and 'properties' are both missing")
+    if properties or traits is None:
         return properties or {}, "properties"
     return traits, "traits"
 
@@ -232,13 +253,36 @@ def _gender(value: Any) -> Any:
     return value
 
 
+def _first_text(attributes: Mapping[str, Any], spellings: tuple[str, ...]) -> str | None:
+    for key in spellings:
+        value = attributes.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
 def _full_name(attributes: Mapping[str, Any]) -> str | None:
-    parts = [
-        part.strip()
-        for part in (attributes.get("firstName"), attributes.get("lastName"))
-        if isinstance(part, str) and part.strip()
-    ]
-    return " ".join(parts) if parts else None
+    parts = [_first_text(attributes, _FIRST_NAMES), _first_text(attributes, _LAST_NAMES)]
+    joined = " ".join(part for part in parts if part)
+    return joined or None
+
+
+def _yes_no(value: Any) -> str | None:
+    """Employed and Married as CleverTap keeps them: Y or N; None when `value` says neither."""
+    if isinstance(value, bool):
+        return "Y" if value else "N"
+    if isinstance(value, str):
+        return _YES_NO.get(value.strip().lower())
+    return None
+
+
+def _education(value: Any) -> str | None:
+    return _EDUCATION.get(value.strip().lower()) if isinstance(value, str) else None
+
+
+# Standard keys whose Segment-side value must be one of CleverTap's words; when it is not, the
+# trait stays a custom property under its own name rather than making the event invalid.
+_ENUM_READERS = {"Employed": _yes_no, "Married": _yes_no, "Education": _education}
 
 
 def _to_clevertap_keys(attributes: Mapping[str, Any], source: str) -> dict[str, Any]:
@@ -256,13 +300,19 @@ def _to_clevertap_keys(attributes: Mapping[str, Any], source: str) -> dict[str, 
         key = _SEGMENT_TO_CLEVERTAP.get(given, given)
         if key != given and attributes.get(key) is not None:
             continue
-        if full_name is not None and (given == "firstName" or given == "lastName"):
+        if full_name is not None and given in _NAME_PARTS:
             out["Name"] = full_name
             continue
         if key == "Gender":
             value = _gender(value)
         elif key == "DOB":
             value = _as_date(value, f"{source}.{given}")
+        elif key != given and key in _ENUM_READERS:
+            word = _ENUM_READERS[key](value)
+            if word is None:
+                key = given  # not one of CleverTap's words: kept as it is, a custom property
+            else:
+                value = word
         out[key] = value
     return out
 
@@ -319,9 +369,20 @@ def _profile_value(value: Any, convert: bool) -> Any:
     return value
 
 
+def _subscription_groups(value: Mapping[str, Any]) -> dict[str, Any]:
+    """category-unsubscribe / -resubscribe: {channel: [group, ...]}, groups as text."""
+    return {
+        str(channel): _strings(groups) if isinstance(groups, list) else groups
+        for channel, groups in value.items()
+    }
+
+
 def _profile_data(attributes: Mapping[str, Any], convert: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in attributes.items():
+        if key in _SUBSCRIPTION_KEYS and isinstance(value, Mapping):
+            out[key] = _subscription_groups(value)
+            continue
         # Strings and plain numbers are most values: settle them without a call.
         kind = type(value)
         if kind is str:
@@ -402,7 +463,7 @@ def validate_profile_data(data: Mapping[str, Any]) -> None:
             _check_length(key, value)
         if key in STANDARD_KEYS:
             _check_standard(key, value)
-        else:
+        elif key not in _SUBSCRIPTION_KEYS:
             custom += 1
     if custom > _MAX_CUSTOM:
         raise InvalidEvent(
@@ -422,7 +483,14 @@ def _created_at(event: Mapping[str, Any], mapping: FieldMapping, now: int) -> in
 
 # Keys the common pass leaves to the general one: spellings that change or combine other keys,
 # and every CleverTap standard key but the few the common pass checks itself.
-_GENERAL_KEYS = frozenset({"firstName", "lastName", "DOB"} | (STANDARD_KEYS - {"Photo"}))
+_GENERAL_KEYS = frozenset(
+    {"DOB"}
+    | _NAME_PARTS
+    | _SUBSCRIPTION_KEYS
+    | {given for given, key in _SEGMENT_TO_CLEVERTAP.items() if key in _ENUM_READERS}
+    | {given for given, key in _SEGMENT_TO_CLEVERTAP.items() if key == "Customer Type"}
+    | (STANDARD_KEYS - {"Photo"})
+)
 
 
 _GENERAL = "general"  # a key the common pass leaves to the general one
