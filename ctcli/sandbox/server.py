@@ -84,8 +84,12 @@ class Sandbox:
         port: int = 0,
         max_in_flight: int = 15,
         latency: float = 0.0,
+        keep_records: bool = False,
     ) -> None:
-        """`latency` seconds are added to every API answer and survive `reset()`."""
+        """`latency` seconds are added to every API answer and survive `reset()`.
+
+        `keep_records`: remember every accepted upload record as it came (`records()`).
+        """
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
         self.project_id = project_id
@@ -98,7 +102,7 @@ class Sandbox:
         # One lock for the store, the faults and the hold gate, so that state() sees them at one
         # moment and reset() changes them at one moment.
         self._lock = threading.Lock()
-        self._store = Store()
+        self._store = Store(keep_records=keep_records)
         self._injector = FaultInjector()
         self._gate = HoldGate(self._lock)
         self._server: _Server | None = None
@@ -242,6 +246,14 @@ class Sandbox:
         """A copy of the stored profiles: identity -> {"profileData": {...}, "ts": int}."""
         with self._lock:
             return self._store.profile_copies()
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every accepted upload record in arrival order, as sent: {"identity", "ts",
+        "profileData"}. Needs `keep_records=True`."""
+        with self._lock:
+            if self._store.records is None:
+                raise RuntimeError("records are kept only by a Sandbox(keep_records=True)")
+            return [dict(record) for record in self._store.records]
 
     def profile_count(self) -> int:
         with self._lock:

@@ -8,6 +8,7 @@ and the requests that named one identity twice.
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -106,8 +107,10 @@ class Store:
     Not locked itself: the Sandbox calls it under its one lock.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_records: bool = False) -> None:
         self.profiles: dict[str, list[Any]] = {}  # identity -> [profileData, ts]
+        # Every accepted upload record as it came, when asked for (tests of what was sent).
+        self.records: list[dict[str, Any]] | None = [] if keep_records else None
         self.deleted: list[str] = []
         self.stats = Stats()
         self.in_flight = 0
@@ -117,6 +120,8 @@ class Store:
         """Forget profiles, deletions and statistics; requests in flight stay counted."""
         self.profiles.clear()
         self.deleted.clear()
+        if self.records is not None:
+            self.records.clear()
         self.stats = Stats()
 
     def profile_copies(self) -> dict[str, dict[str, Any]]:
@@ -156,6 +161,11 @@ class Store:
     def apply_upload(self, verdict: UploadVerdict, now: int) -> None:
         """Merge an upload's accepted profiles (new ones stamped `now` without a ts); count it."""
         profiles = self.profiles
+        if self.records is not None:
+            self.records.extend(
+                {"identity": identity, "ts": ts, "profileData": copy.deepcopy(data)}
+                for identity, data, ts in verdict.updates
+            )
         for identity, data, ts in verdict.updates:
             stored = profiles.get(identity)
             if stored is None:
