@@ -138,12 +138,17 @@ def run(
         env=dict(os.environ if env is None else env),
     )
 
+    report = front.results
+
     def sink(item: InputItem, results: Sequence[Result]) -> None:
-        if front.results is not None:
-            front.results(item, results)
+        if report is not None:
+            report(item, results)
         if on_result is not None:
             for result in results:
                 on_result(result)
+
+    if on_result is None and report is not None:
+        sink = report  # type: ignore[assignment]  # once per event: no call in between
 
     return execute(
         settings,
