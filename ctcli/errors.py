@@ -15,6 +15,7 @@ class ExitStatus(IntEnum):
     USAGE = 2
     CREDENTIALS_REFUSED = 3
     INTERNAL = 4
+    UNREACHABLE = 5
     INTERRUPTED = 130
 
 
@@ -61,4 +62,8 @@ class CredentialsRejected(CtcliError):
 
 
 class Unreachable(CtcliError):
-    """CleverTap could not be asked: network error, timeout or 5xx after retries."""
+    """CleverTap could not be asked: network error, timeout or 5xx after retries.
+
+    Raised by a run's client when a request got no answer at all, every retry included, and
+    no request of the run ever did: nothing can be delivered, so the run stops sending.
+    """

@@ -5,6 +5,7 @@
     2    usage, configuration, input or environment (a path, a port, a full disk): found up front
     3    CleverTap refused the credentials
     4    a bug in ctcli (the traceback with CTCLI_DEBUG=1)
+    5    CleverTap could not be reached at all: nothing was delivered, every event is failed
     130  interrupted (Ctrl-C, SIGTERM)
 
 Light on purpose: the console entry imports it before anything else is loaded.
@@ -29,6 +30,7 @@ class Outcome(Protocol):
 
     interrupted: bool
     credentials_refused: bool
+    unreachable: bool
     failed: int
     invalid: int
 
@@ -38,6 +40,8 @@ def exit_status_of_run(summary: Outcome) -> ExitStatus:
         return ExitStatus.INTERRUPTED
     if summary.credentials_refused:
         return ExitStatus.CREDENTIALS_REFUSED
+    if summary.unreachable:
+        return ExitStatus.UNREACHABLE
     if summary.failed or summary.invalid:
         return ExitStatus.EVENTS_FAILED
     return ExitStatus.OK

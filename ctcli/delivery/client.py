@@ -205,6 +205,7 @@ class CleverTapClient:
         self._lock = threading.Lock()
         self._requests = 0
         self._retries = 0
+        self._answers = 0  # HTTP answers of any status: the server was reached
         self._rejection: str | None = None
         self._rejection_status: int | None = None
         limits = httpx.Limits(
@@ -417,6 +418,12 @@ class CleverTapClient:
                     failure += " (it may have been applied: not retried, it has $incr/$decr)"
                 elif retryable and self._stopping():
                     failure += " (not retried: ctcli was stopped)"
+                    return Outcome(ok=False, code=code, error=f"{failure} after {tries} {plural}")
+                if response is None and not self._answers:
+                    # Not one answer yet in this run: the endpoint itself is out of reach
+                    # (DNS, refused, every request timing out), so no later batch would fare
+                    # better. The run stops sending instead of working through the input.
+                    raise Unreachable(f"{failure} after {tries} {plural}")
                 return Outcome(ok=False, code=code, error=f"{failure} after {tries} {plural}")
             with self._lock:
                 self._retries += 1
@@ -450,6 +457,8 @@ class CleverTapClient:
                 return _Try(None, _scrub(reason, self._settings.passcode), retryable, unsent)
             except httpx.DecodingError:
                 return _Try(None, UNREADABLE_ANSWER, False, False)
+            with self._lock:
+                self._answers += 1
             if response.status_code in (401, 403):
                 self._reject(response)  # before the slot is freed: waiting requests see it
             if response.status_code == 429:

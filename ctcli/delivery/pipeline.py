@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ctcli.delivery.ordering import Batch, Scheduler, Work, decoded
-from ctcli.errors import CredentialsRejected
+from ctcli.errors import CredentialsRejected, Unreachable
 from ctcli.events.prepare import Router, prepare
 from ctcli.models import Action, InputItem, Outcome, Result, Status
 
@@ -70,7 +70,8 @@ class Summary:
     retries: int = 0
     seconds: float = 0.0
     credentials_refused: bool = False
-    refusal: str | None = None  # CleverTap's words when it refused the credentials
+    unreachable: bool = False  # no request got any answer: the run stopped sending
+    refusal: str | None = None  # why the run stopped sending: CleverTap's words, or the network's
     interrupted: bool = False
 
     def count(self, status: Status) -> int:
@@ -167,7 +168,8 @@ class Pipeline:
         self._max_unsettled = options.max_waiting_events or (self._max_out + 2) * options.batch_size
         self._watched = options.watched  # identities whose failures a later delivery supersedes
         self._dry_run = options.dry_run
-        self._refused: CredentialsRejected | None = None
+        # Why nothing more is sent: the credentials were refused, or CleverTap is out of reach.
+        self._refused: CredentialsRejected | Unreachable | None = None
         self._executor: ThreadPoolExecutor | None = None
         self.summary = Summary()
         self._counts = dict.fromkeys(Status, 0)  # per result status, copied into the summary
@@ -208,8 +210,16 @@ class Pipeline:
             self.summary.seconds = time.monotonic() - started
             self.summary.add_counts(self._counts)
             if self._refused is not None:
-                self.summary.credentials_refused = True
+                if isinstance(self._refused, CredentialsRejected):
+                    self.summary.credentials_refused = True
+                else:
+                    self.summary.unreachable = True
                 self.summary.refusal = str(self._refused)
+                if self.summary.unreachable:
+                    self.summary.refusal += (
+                        ": CleverTap never answered, so nothing more was sent;"
+                        " every event is failed"
+                    )
         if read_error is not None:
             raise read_error
         return self.summary
@@ -294,7 +304,7 @@ class Pipeline:
             elif self._refused is not None:
                 result = self._result(
                     slot, str(action), identity, Status.FAILED, self._refused_code(),
-                    CREDENTIALS_REFUSED,
+                    self._refused_reason(),
                 )  # fmt: skip
             else:
                 work = Work(action, identity, detail, [(slot, index)])
@@ -338,7 +348,7 @@ class Pipeline:
             if batch is None:
                 return
             if self._refused is not None:
-                self._fail_batch(batch, self._refused_code(), CREDENTIALS_REFUSED)
+                self._fail_batch(batch, self._refused_code(), self._refused_reason())
                 continue
             assert self._executor is not None and self._sender is not None
             self._in_flight += 1
@@ -386,7 +396,7 @@ class Pipeline:
     def _complete(
         self, batch: Batch, outcomes: list[Outcome] | None, error: BaseException | None
     ) -> None:
-        if isinstance(error, CredentialsRejected):
+        if isinstance(error, CredentialsRejected | Unreachable):
             self._refused = self._refused or error
         elif error is not None:
             # A bug while sending must not lose events: they become failed and the run goes on.
@@ -395,9 +405,11 @@ class Pipeline:
             return
         if outcomes is None:
             # Answers that came before the refusal stand; everything after it is refused.
-            assert isinstance(error, CredentialsRejected)
-            known = error.settled[: len(batch.works)]
-            refused = Outcome(ok=False, code=self._refused_code(), error=CREDENTIALS_REFUSED)
+            known: list[Outcome] = []
+            if isinstance(error, CredentialsRejected):
+                known = error.settled[: len(batch.works)]
+            reason = str(error) if isinstance(error, Unreachable) else self._refused_reason()
+            refused = Outcome(ok=False, code=self._refused_code(), error=reason)
             outcomes = known + [refused] * (len(batch.works) - len(known))
         action = str(batch.action)
         scheduler = self._scheduler
@@ -450,7 +462,14 @@ class Pipeline:
         return tuple(decoded(work.payload)["profileData"])
 
     def _refused_code(self) -> int | None:
-        return self._refused.status_code if self._refused is not None else None
+        refused = self._refused
+        return refused.status_code if isinstance(refused, CredentialsRejected) else None
+
+    def _refused_reason(self) -> str:
+        """What the events never sent once the run stopped sending are told."""
+        if isinstance(self._refused, Unreachable):
+            return f"not sent: {self._refused}"
+        return CREDENTIALS_REFUSED
 
     def _result(
         self,

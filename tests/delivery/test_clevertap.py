@@ -335,10 +335,18 @@ def test_gives_up_when_the_next_wait_would_pass_max_total_seconds() -> None:
 
 def test_gives_up_on_network_errors_with_no_status_code() -> None:
     recorder = Recorder([httpx.ConnectError("[Errno 111] Connection refused")])
-    with make_client(recorder, max_retries=2) as client:
-        outcomes = client.upload(records(1))
-    assert outcomes[0].code is None and not outcomes[0].ok
-    assert outcomes[0].error == f"cannot reach {BASE}: connection refused after 3 attempts"
+    with make_client(recorder, max_retries=2) as client, pytest.raises(Unreachable) as raised:
+        client.upload(records(1))  # never an answer in this client's life: out of reach
+    assert str(raised.value) == f"cannot reach {BASE}: connection refused after 3 attempts"
+
+
+def test_a_network_error_after_an_answer_fails_only_its_records() -> None:
+    recorder = Recorder([success(), httpx.ConnectError("[Errno 111] Connection refused")])
+    with make_client(recorder, max_retries=0) as client:
+        assert client.upload(records(1))[0].ok
+        (outcome,) = client.upload(records(1))
+    assert outcome.code is None and not outcome.ok
+    assert outcome.error == f"cannot reach {BASE}: connection refused after 1 attempt"
 
 
 # --- answers -------------------------------------------------------------------------------
@@ -616,10 +624,10 @@ def test_passcode_never_shows_in_connection_failures() -> None:
         settings(base_url="http://127.0.0.1:9", max_retries=1),
         sleep=lambda seconds: None,
     )
-    with client:
-        outcomes = client.upload(records(1))
-    assert not outcomes[0].ok and "connection refused" in (outcomes[0].error or "")
-    assert SENTINEL not in repr(outcomes)
+    with client, pytest.raises(Unreachable) as unreachable:
+        client.upload(records(1))
+    assert "connection refused" in str(unreachable.value)
+    assert SENTINEL not in str(unreachable.value) and SENTINEL not in repr(unreachable.value)
     with pytest.raises(Unreachable) as raised:
         check_credentials("http://127.0.0.1:9", PROJECT, SENTINEL, timeout=2)
     assert SENTINEL not in str(raised.value)
@@ -738,13 +746,12 @@ def test_a_lost_answer_is_not_retried_for_incr_but_is_for_plain_updates() -> Non
         raise httpx.ReadTimeout("no answer", request=request)
 
     incr = [{"type": "profile", "identity": "u1", "profileData": {"visits": {"$incr": 1}}}]
-    with make_client(timeout, max_retries=3) as client:
-        (outcome,) = client.upload(incr)
-        assert client.requests == 1
-    assert not outcome.ok and "may have been applied" in (outcome.error or "")
-    with make_client(timeout, max_retries=3) as client:
-        client.upload(records(1))
-        assert client.requests == 4
+    with make_client(timeout, max_retries=3) as client, pytest.raises(Unreachable) as raised:
+        client.upload(incr)
+    assert client.requests == 1 and "may have been applied" in str(raised.value)
+    with make_client(timeout, max_retries=3) as client, pytest.raises(Unreachable):
+        client.upload(records(1))  # retried, then out of reach: it never answered at all
+    assert client.requests == 4
 
 
 def test_a_connection_never_made_is_retried_even_for_incr() -> None:
@@ -792,8 +799,9 @@ def test_an_endpoint_password_never_reaches_a_message() -> None:
     client = CleverTapClient(
         settings(base_url=endpoint, max_retries=0), transport=httpx.MockTransport(refuse)
     )
-    (outcome,) = client.upload(records(1))
-    assert "proxy-s3cret" not in (outcome.error or "") and "me:****@" in (outcome.error or "")
+    with pytest.raises(Unreachable) as unreachable:  # no answer ever: nothing can be delivered
+        client.upload(records(1))
+    assert "proxy-s3cret" not in str(unreachable.value) and "me:****@" in str(unreachable.value)
     assert "proxy-s3cret" not in repr(client)
     with pytest.raises(Unreachable) as raised:
         check_credentials(endpoint, PROJECT, SENTINEL, transport=httpx.MockTransport(refuse))

@@ -121,7 +121,7 @@ def test_a_server_dripping_its_answer_cannot_hold_a_request_past_the_timeout(san
         environment(sandbox, tmp_path), tmp_path, "drip",
     )  # fmt: skip
 
-    assert finish(process) == 1
+    assert finish(process) == 5  # not one answer in the run: CleverTap counts as unreachable
     (row,) = results(tmp_path, "drip")
     assert row["status"] == "failed"
     assert "no answer within 1 s" in row["error"]

@@ -94,7 +94,7 @@ def test_passcode_absent_when_clevertap_is_unreachable(outputs, tmp_path, monkey
         outputs, "upload", "-o", "ndjson", "--max-retries", "0", "--timeout", "1",
         events_file(tmp_path, 3),
     )  # fmt: skip
-    assert result.exit_code == 1
+    assert result.exit_code == 5
     assert run(outputs, "configure", "--check").exit_code == 2
 
 
