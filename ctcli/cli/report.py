@@ -319,7 +319,29 @@ class TableReporter:
                     style="dim",
                 )
             )
-        self._console.print(summary_text(summary))
+        for line in reason_lines(summary):
+            self._console.print(line)
+        self._console.print(summary_text(summary))  # last: the line a log's tail shows
+
+
+REASONS_SHOWN = 10  # the commonest reasons of a table run; the JSON summary has up to 100
+
+
+def reason_lines(summary: Summary, limit: int = REASONS_SHOWN) -> list[Any]:
+    """`10,000 invalid: Phone ... is not +[country code][number], first at big.ndjson:80`."""
+    from rich.text import Text
+
+    lines = []
+    for reason in summary.reasons[:limit]:
+        line = Text("  ")
+        line.append(f"{reason.count:,} {reason.status}", style=STATUS_STYLES[reason.status])
+        where = f"{reason.first_source}:{reason.first_line}"
+        line.append(escape_controls(f": {reason.text}, first at {where}"))
+        lines.append(line)
+    hidden = len(summary.reasons) - limit
+    if hidden > 0:
+        lines.append(Text(f"  ... and {hidden} more reasons (-o json lists them)", style="dim"))
+    return lines
 
 
 def _is_failure(result: Result) -> bool:
@@ -334,13 +356,13 @@ def summary_text(summary: Summary) -> Any:
     from rich.text import Text
 
     text = Text()
-    text.append(f"{summary.events} events: ")
+    text.append(f"{summary.events:,} events: ")
     counts = summary.counts().items()
     shown = [(status, count) for status, count in counts if count] or [(Status.OK, 0)]
     for position, (status, count) in enumerate(shown):
         if position:
             text.append(", ")
-        text.append(f"{count} {status}", style=STATUS_STYLES[status])
+        text.append(f"{count:,} {status}", style=STATUS_STYLES[status])
     rate = summary.events / summary.seconds if summary.seconds > 0 else 0.0
     text.append(
         f"; {summary.requests} requests, {summary.retries} retries, "
@@ -348,6 +370,8 @@ def summary_text(summary: Summary) -> Any:
     )
     if summary.credentials_refused:
         text.append("; CleverTap refused the credentials", style="bold red")
+    if summary.unreachable:
+        text.append("; CleverTap could not be reached", style="bold red")
     if summary.interrupted:
         text.append("; interrupted", style="bold yellow")
     return text

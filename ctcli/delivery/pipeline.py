@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import gc
 import queue
+import re
+import secrets
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from ctcli.delivery.ordering import Batch, Scheduler, Work, decoded
@@ -58,7 +61,57 @@ class PipelineOptions:
 
 
 @dataclass
+class Reason:
+    """One kind of failure: how many results it ended and where it was first seen."""
+
+    status: Status
+    text: str  # the error with its values taken out, so that like failures count together
+    count: int
+    first_source: str
+    first_line: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": str(self.status),
+            "reason": self.text,
+            "count": self.count,
+            "first": f"{self.first_source}:{self.first_line}",
+        }
+
+
+# Quoted values and numbers in error texts: "Phone '555' is not ..." and "Phone '556' is not ..."
+# are one reason. Quoted names of fields ('userId', 'traits.email') are kept: they say where.
+_QUOTED = re.compile(
+    r"""(?P<before>\w+ )?(?P<quote>['"])(?P<text>(?:(?!(?P=quote))[^\\]|\\.)*)(?P=quote)"""
+)
+_NUMBER = re.compile(r"(?<![\w.:/])\d+(?![\w.:/])")  # a count, not part of an address
+_A_FIELD = re.compile(r"[A-Za-z_$][\w$.-]*")
+
+
+def _without_value(match: re.Match[str]) -> str:
+    before = match.group("before") or ""
+    text = match.group("text")
+    if _A_FIELD.fullmatch(text) and not before[:1].isupper():
+        return match.group()  # a field's name, not a value of it (values follow a key: Phone)
+    return before + "..."
+
+
+def reason_of(error: str | None) -> str:
+    """An error text as a reason: quoted values as "...", numbers as N."""
+    if not error:
+        return "(no reason given)"
+    return _NUMBER.sub("N", _QUOTED.sub(_without_value, error))
+
+
+def _utc_iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dataclass
 class Summary:
+    run_id: str = ""
+    started_at: float = 0.0  # epoch seconds
+    finished_at: float = 0.0
     events: int = 0
     ok: int = 0
     failed: int = 0
@@ -73,6 +126,8 @@ class Summary:
     unreachable: bool = False  # no request got any answer: the run stopped sending
     refusal: str | None = None  # why the run stopped sending: CleverTap's words, or the network's
     interrupted: bool = False
+    by_action: dict[str, dict[str, int]] = field(default_factory=dict)  # action -> status -> n
+    reasons: list[Reason] = field(default_factory=list)  # failed and invalid, most first
 
     def count(self, status: Status) -> int:
         """How many results had `status` (its field: the status with "-" as "_")."""
@@ -94,7 +149,21 @@ class Summary:
             "requests": self.requests,
             "retries": self.retries,
             "seconds": round(self.seconds, 3),
+            "run_id": self.run_id,
+            "started_at": _utc_iso(self.started_at) if self.started_at else None,
+            "finished_at": _utc_iso(self.finished_at) if self.finished_at else None,
+            "by_action": self.by_action,
+            "reasons": [reason.to_dict() for reason in self.reasons],
         }
+
+
+_MAX_REASONS = 100  # kinds of failure kept apart; the rest are counted as "(other reasons)"
+
+
+def new_run_id(started_at: float) -> str:
+    """A run's id: when it started (sortable) and a random part (unique)."""
+    stamp = datetime.fromtimestamp(started_at, UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{secrets.token_hex(3)}"
 
 
 def _count_field(status: Status) -> str:
@@ -173,6 +242,8 @@ class Pipeline:
         self._executor: ThreadPoolExecutor | None = None
         self.summary = Summary()
         self._counts = dict.fromkeys(Status, 0)  # per result status, copied into the summary
+        self._action_counts: Counter[tuple[str | None, Status]] = Counter()
+        self._reasons: dict[tuple[Status, str], Reason] = {}
 
     # -- the run ----------------------------------------------------------------------------
 
@@ -183,6 +254,8 @@ class Pipeline:
         then the error is raised. On an abort (KeyboardInterrupt) nobody waits for the network.
         """
         started = time.monotonic()
+        self.summary.started_at = time.time()
+        self.summary.run_id = new_run_id(self.summary.started_at)
         if self._sender is not None and not self._options.dry_run:
             self._executor = ThreadPoolExecutor(
                 max_workers=self._options.concurrency, thread_name_prefix="ctcli-send"
@@ -208,7 +281,9 @@ class Pipeline:
             if self._stop.is_set():
                 self.summary.interrupted = True  # however late: the user asked to stop
             self.summary.seconds = time.monotonic() - started
+            self.summary.finished_at = time.time()
             self.summary.add_counts(self._counts)
+            self._summarise_by_action_and_reason()
             if self._refused is not None:
                 if isinstance(self._refused, CredentialsRejected):
                     self.summary.credentials_refused = True
@@ -223,6 +298,17 @@ class Pipeline:
         if read_error is not None:
             raise read_error
         return self.summary
+
+    def _summarise_by_action_and_reason(self) -> None:
+        by_action: dict[str, dict[str, int]] = {}
+        order = {status: position for position, status in enumerate(Status)}
+        pairs = sorted(self._action_counts.items(), key=lambda p: (str(p[0][0]), order[p[0][1]]))
+        for (action, status), count in pairs:
+            by_action.setdefault(action or "none", {})[str(status)] = count
+        self.summary.by_action = by_action
+        self.summary.reasons = sorted(
+            self._reasons.values(), key=lambda reason: (-reason.count, reason.text)
+        )
 
     def _consume(self, items: Iterable[InputItem | None]) -> None:
         since_check = 0
@@ -507,12 +593,28 @@ class Pipeline:
         slots = self._slots
         sink = self._sink
         counts = self._counts
+        pairs = self._action_counts
         while slots and slots[0].pending == 0:
             slot = slots.popleft()
             results = slot.results
             for result in results:
-                counts[result.status] += 1  # type: ignore[union-attr]
+                status = result.status  # type: ignore[union-attr]
+                counts[status] += 1
+                pairs[(result.action, status)] += 1  # type: ignore[union-attr]
+                if status is Status.FAILED or status is Status.INVALID:
+                    self._note_reason(result)  # type: ignore[arg-type]
             sink(slot.item, results)  # type: ignore[arg-type]
+
+    def _note_reason(self, result: Result) -> None:
+        key = (result.status, reason_of(result.error))
+        seen = self._reasons.get(key)
+        if seen is None:
+            if len(self._reasons) >= _MAX_REASONS:
+                key = (result.status, "(other reasons)")
+                seen = self._reasons.get(key)
+            if seen is None:
+                seen = self._reasons[key] = Reason(key[0], key[1], 0, result.source, result.line)
+        seen.count += 1
 
 
 def with_ticks(
