@@ -19,8 +19,6 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
-import tomli_w
-
 from ctcli.errors import ConfigError
 
 REGIONS: dict[str, str] = {
@@ -557,18 +555,54 @@ def save_profile(
     validate_header_value("passcode", passcode)
     region = normalize_region(region)
     endpoint = normalize_endpoint(endpoint) if endpoint else None
+    values: dict[str, str | None] = {
+        "project_id": project_id,
+        "passcode": passcode,
+        "region": region,
+        "endpoint": endpoint,
+    }
+    _edit_config(path, env, lambda document: _set_profile(document, name, values))
+
+
+def remove_profile(path: Path, name: str, env: Mapping[str, str] = os.environ) -> bool:
+    """Remove profile `name` from the config file (the rest kept as written); False if absent."""
+    validate_profile_name(name)
+    found = name in profiles_in(load_config(path, env))
+    if found:
+        _edit_config(path, env, lambda document: document["profiles"].pop(name))
+    return found
+
+
+def _set_profile(document: Any, name: str, values: Mapping[str, str | None]) -> None:
+    import tomlkit
+
+    if "profiles" not in document:
+        document.add("profiles", tomlkit.table(is_super_table=True))
+    profiles = document["profiles"]
+    if name not in profiles:
+        profiles.add(name, tomlkit.table())
+    table = profiles[name]
+    for key, value in values.items():
+        if value is not None:
+            table[key] = value  # an existing key keeps its place and its comment
+        elif key in table:
+            del table[key]
+
+
+def _edit_config(path: Path, env: Mapping[str, str], edit: Any) -> None:
+    """Apply `edit` to the config file's document and write it back, as written but for that.
+
+    tomlkit keeps comments, key order, blank lines and `[[...]]` tables of a hand-edited file.
+    """
+    import tomlkit
+
     # Write to the file a symlink points at, so dotfile managers keep their link.
     target = Path(os.path.realpath(path)) if path.is_symlink() else path
-    data = load_config(target, env)
-    profiles = data.setdefault("profiles", {})
-    table = dict(profiles.get(name, {}))
-    table.update(project_id=project_id, passcode=passcode, region=region)
-    if endpoint:
-        table["endpoint"] = endpoint
-    else:
-        table.pop("endpoint", None)
-    profiles[name] = table
-    content = tomli_w.dumps(data).encode("utf-8")
+    load_config(target, env)  # refuses what ctcli would refuse to read
+    raw = _read_config_bytes(target, env)
+    document = tomlkit.parse(raw.decode("utf-8")) if raw else tomlkit.document()
+    edit(document)
+    content = tomlkit.dumps(document).encode("utf-8")
     try:
         _write_private(target, content)
     except OSError as exc:

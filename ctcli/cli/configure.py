@@ -93,8 +93,13 @@ def configure(
         bool,
         typer.Option(
             "--check",
-            help="Ask CleverTap whether it accepts the credentials (after writing, if writing).",
+            help="Ask CleverTap whether it accepts the credentials; when writing, before saving "
+            "(refused credentials are not saved).",
         ),
+    ] = False,
+    remove: Annotated[
+        bool,
+        typer.Option("--remove", help="Remove the profile from the config file."),
     ] = False,
     list_profiles: Annotated[
         bool,
@@ -116,6 +121,15 @@ def configure(
     config.check_config_file(path, env)
     writes = any(v is not None for v in (project_id, region, endpoint)) or passcode_stdin
 
+    if remove:
+        if writes or check or list_profiles:
+            raise UsageError("--remove cannot be combined with other options but --profile")
+        name = _profile_name(profile, env)
+        if not config.remove_profile(path, name, env):
+            raise ConfigError(f"no profile {name!r} in {path}: nothing removed")
+        _message(f"Removed profile {name!r} from {path}")
+        return
+
     if list_profiles:
         if writes or check:
             raise UsageError("--list cannot be combined with --check or with values to write")
@@ -123,16 +137,14 @@ def configure(
         _list(path, profile, env)
         return
 
-    name = profile
     if writes or not check:
-        name = _write(
+        _write(
             path, profile, env, project_id, region, endpoint, passcode_stdin,
-            interactive=environment.stdin_isatty,
+            interactive=environment.stdin_isatty, check_first=check,
         )  # fmt: skip
-    else:
-        _warn_permissions(path)
-    if check:
-        _check(path, name, env, project_id, region, endpoint)
+        return
+    _warn_permissions(path)
+    _check(path, profile, env, project_id, region, endpoint)
 
 
 def _warn_permissions(path: Path) -> None:
@@ -156,6 +168,7 @@ def _write(
     passcode_stdin: bool,
     *,
     interactive: bool,
+    check_first: bool = False,
 ) -> str:
     name = _profile_name(profile, env)
     exposed = config.permission_warning(path) is not None
@@ -186,13 +199,27 @@ def _write(
         passcode = passcode or current_passcode
         _require_given(new_project_id, passcode)
     assert new_project_id is not None and passcode is not None  # for the type checker
+    final_region = new_region or config.normalize_region(current_region)
+    if check_first:
+        candidate = config.Profile(
+            name=name,
+            project_id=new_project_id,
+            passcode=passcode,
+            region=final_region,
+            endpoint=new_endpoint,
+            origins={"project_id": "flag", "passcode": "flag", "region": "flag"},
+        )
+        try:
+            _check_profile(candidate)
+        except (CredentialsRejected, Unreachable) as exc:
+            raise type(exc)(f"{exc}; nothing saved") from None
 
     config.save_profile(
         path,
         name,
         project_id=new_project_id,
         passcode=passcode,
-        region=new_region or config.normalize_region(current_region),
+        region=final_region,
         endpoint=new_endpoint,
         env=env,
     )
@@ -286,6 +313,11 @@ def _check(
     resolved = config.resolve_profile(
         name, project_id=project_id, region=region, endpoint=endpoint, env=env, path=path
     )
+    _check_profile(resolved)
+
+
+def _check_profile(resolved: Profile) -> None:
+    """Ask CleverTap whether it takes `resolved`'s credentials; say so, or raise why not."""
     resolved.require_credentials()
     from ctcli.delivery.client import check_credentials
 

@@ -514,3 +514,67 @@ def test_sentinel_passcode_is_not_in_a_debug_traceback(config: Path) -> None:
     assert "Traceback" in proc.stderr
     assert "disk on fire" in proc.stderr
     assert SENTINEL not in proc.stdout + proc.stderr
+
+
+# --- a hand-edited file survives -------------------------------------------------------------
+
+HAND_WRITTEN = """\
+# My CleverTap accounts. Edited by hand; keep this comment.
+
+[profiles.prod]
+project_id = "OLD-ID"   # the EU account
+passcode = "old-pass"
+region = "eu1"
+
+# Deletes go through the closed-account trigger.
+[[profiles.prod.subscriptions]]
+trigger = 'type = "track" and event = "Account Closed"'
+action = "delete"
+
+[[profiles.prod.subscriptions]]
+trigger = 'type = "identify"'
+action = "upload"
+
+[profiles.staging]
+project_id = "STG"
+passcode = "stg-pass"
+"""
+
+
+def test_a_write_keeps_comments_order_and_subscription_tables(config: Path) -> None:
+    config.write_text(HAND_WRITTEN)
+    config.chmod(0o600)
+    args = ["-p", "prod", "--project-id", "NEW-ID", "--passcode-stdin"]
+    result = invoke(config, args, input="old-pass\n")
+    assert result.exit_code == 0, result.stderr
+    assert config.read_text() == HAND_WRITTEN.replace('"OLD-ID"', '"NEW-ID"')
+
+
+def test_a_profile_added_to_a_hand_written_file_leaves_the_rest_as_it_was(config: Path) -> None:
+    config.write_text(HAND_WRITTEN)
+    config.chmod(0o600)
+    result = invoke(config, ["-p", "new", "--project-id", "N1", "--passcode-stdin"], input="p\n")
+    assert result.exit_code == 0, result.stderr
+    text = config.read_text()
+    assert text.startswith(HAND_WRITTEN)
+    assert profiles(config)["new"] == {"project_id": "N1", "passcode": "p", "region": "eu1"}
+
+
+def test_check_while_writing_saves_nothing_that_was_refused(config: Path, sandbox: Any) -> None:
+    config.write_text(HAND_WRITTEN)
+    config.chmod(0o600)
+    args = ["-p", "prod", "--project-id", SANDBOX_ID, "--endpoint", sandbox.url, "--check"]
+    result = invoke(config, [*args, "--passcode-stdin"], input="wrong-passcode\n")
+    assert result.exit_code == 3
+    assert "nothing saved" in result.stderr and "Saved profile" not in result.stderr
+    assert config.read_text() == HAND_WRITTEN
+
+
+def test_remove_takes_one_profile_out_and_keeps_the_rest(config: Path) -> None:
+    config.write_text(HAND_WRITTEN)
+    config.chmod(0o600)
+    result = invoke(config, ["-p", "staging", "--remove"])
+    assert result.exit_code == 0 and "Removed profile 'staging'" in result.stderr
+    assert config.read_text().rstrip() == HAND_WRITTEN.split("[profiles.staging]")[0].rstrip()
+    missing = invoke(config, ["-p", "staging", "--remove"])
+    assert missing.exit_code == 2 and "nothing removed" in missing.stderr
