@@ -9,6 +9,7 @@ exception (which holds the request) is not chained into tracebacks.
 from __future__ import annotations
 
 import email.utils
+import logging
 import math
 import os
 import random
@@ -89,6 +90,12 @@ _SPLITTABLE_STATUSES = frozenset({400, 413})
 _NON_IDEMPOTENT = (b'"$incr"', b'"$decr"')
 # Failures after which the request surely never reached the server.
 _NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+# One line per request at INFO (`ctcli -v`), refusals' answers at DEBUG (`-vv`). The passcode is
+# in no message: requests are named by path, answers are scrubbed of it.
+_http_log = logging.getLogger("ctcli.http")
+_ANSWER_SHOWN = 500  # characters of a refusal's answer at DEBUG
 
 
 class _Try(NamedTuple):
@@ -310,7 +317,7 @@ class CleverTapClient:
                 body = orjson.dumps({key: items}, default=_encoded)
         except orjson.JSONEncodeError:
             return self._send_encodable(url, key, items, budget)
-        reply = self._exchange(url, body, budget)
+        reply = self._exchange(url, body, budget, len(items))
         if isinstance(reply, Outcome):
             return [reply] * len(items)
         status = reply.status_code
@@ -383,7 +390,9 @@ class CleverTapClient:
             outcomes[index] = outcome
         return [outcome or _OK for outcome in outcomes]
 
-    def _exchange(self, url: str, body: bytes, budget: _Budget) -> httpx.Response | Outcome:
+    def _exchange(
+        self, url: str, body: bytes, budget: _Budget, count: int = 0
+    ) -> httpx.Response | Outcome:
         """Send one body until it gets a final answer, or give up and say why."""
         settings = self._settings
         # A retry after a lost answer could apply $incr/$decr twice: such bodies are only sent
@@ -392,7 +401,11 @@ class CleverTapClient:
         attempt = 0
         while True:
             budget.requests -= 1
+            started = time.monotonic()
             response, failure, retryable, unsent = self._attempt(url, body)
+            logging_requests = _http_log.isEnabledFor(logging.INFO)
+            if logging_requests:
+                self._log_request(url, count, response, failure, started)
             retry_after: float | None = None
             if response is not None:
                 status = response.status_code
@@ -427,6 +440,12 @@ class CleverTapClient:
                 return Outcome(ok=False, code=code, error=f"{failure} after {tries} {plural}")
             with self._lock:
                 self._retries += 1
+            if logging_requests:
+                why = failure if response is None else _status_text(response.status_code)
+                _http_log.info(
+                    "retry %d/%d in %.1f s: %s", tries, settings.max_retries, delay,
+                    _scrub(why, settings.passcode),
+                )  # fmt: skip
             self._sleep(delay)
             if self._stopping():
                 return Outcome(
@@ -435,6 +454,30 @@ class CleverTapClient:
                     error=f"{failure} after {tries} attempts (not retried: ctcli was stopped)",
                 )
             attempt += 1
+
+    def _log_request(
+        self,
+        url: str,
+        count: int,
+        response: httpx.Response | None,
+        failure: str,
+        started: float,
+    ) -> None:
+        path = urllib.parse.urlsplit(url).path
+        what = "identities" if path == DELETE_PATH else "records"
+        milliseconds = (time.monotonic() - started) * 1000
+        if response is None:
+            outcome = _scrub(failure, self._settings.passcode)
+        else:
+            outcome = f"HTTP {response.status_code}"
+        _http_log.info("POST %s %d %s: %s in %.0f ms", path, count, what, outcome, milliseconds)
+        if (
+            response is not None
+            and not response.is_success
+            and _http_log.isEnabledFor(logging.DEBUG)
+        ):
+            answer = _scrub(response.text[:_ANSWER_SHOWN], self._settings.passcode)
+            _http_log.debug("answer to POST %s: %s", path, answer)
 
     def _attempt(self, url: str, body: bytes) -> _Try:
         """One request through the limiter: (answer, or why there was none, worth retrying)."""
