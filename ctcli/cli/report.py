@@ -90,15 +90,18 @@ class NdjsonReporter:
 
     CHUNK = 256  # results per write
 
-    def __init__(self, out: IO[bytes], err: IO[str]) -> None:
+    def __init__(self, out: IO[bytes], err: IO[str], *, only_failures: bool = False) -> None:
         self._out = out
         self._err = err
         self._pending: list[bytes] = []
+        self._only_failures = only_failures  # --show failed: a cron log of what went wrong
         self.closed = False
 
     def __call__(self, item: InputItem, results: Sequence[Result]) -> None:
         pending = self._pending
         for result in results:
+            if self._only_failures and not _is_failure(result):
+                continue
             pending.append(orjson.dumps(result.to_dict(), option=orjson.OPT_APPEND_NEWLINE))
         if len(pending) >= self.CHUNK:
             self._write()
@@ -390,7 +393,7 @@ def make_reporter(
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     if output == "ndjson":
-        return NdjsonReporter(stdout.buffer, stderr)
+        return NdjsonReporter(stdout.buffer, stderr, only_failures=show == "failed")
     if output == "json":
         return JsonReporter(stdout.buffer)
     return TableReporter(stdout, stderr, show=show, progress=progress, inputs=inputs)
