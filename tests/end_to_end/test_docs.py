@@ -122,3 +122,20 @@ def test_readme_example_runs_as_written(command, workdir, tmp_path):
     assert "Traceback" not in done.stderr
     expected = 1 if "malformed" in command else 0
     assert done.returncode == expected, done.stderr
+
+
+def variables_read_by_the_code() -> set[str]:
+    names: set[str] = set()
+    for path in (ROOT / "ctcli").rglob("*.py"):
+        source = path.read_text()
+        names.update(re.findall(r'"((?:CTCLI|CLEVERTAP)_[A-Z0-9_]+)"', source))
+        names.update(re.findall(r'(?:environ|env)\.get\(\s*"([A-Z][A-Z0-9_]+)"', source))
+    return names
+
+
+def test_the_environment_table_lists_every_variable_the_code_reads():
+    table = README.split("### Environment variables", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", table))
+    found = variables_read_by_the_code()
+    assert {"CLEVERTAP_PASSCODE", "CTCLI_WORKERS", "XDG_CONFIG_HOME"} <= found  # the scan works
+    assert found - listed == set()
