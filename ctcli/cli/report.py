@@ -160,27 +160,42 @@ class JsonReporter:
 
 
 class ProgressDisplay:
-    """A progress bar on stderr: bytes of the input files read, events and their statuses.
+    """A live line on stderr: events so far with their failures, bytes read of how many, ETA.
 
-    The bar has a total only when every input is a plain regular file (gzip offsets count
-    decompressed bytes, pipes have no size); otherwise it just pulses with the counts.
+    Bytes and the ETA exist only when every input is a plain regular file (gzip offsets count
+    decompressed bytes, pipes have no size); otherwise the line pulses with the counts. Counts
+    have fixed widths and thousands separators, so the line does not jump as they grow.
     """
 
     def __init__(self, console: Any, inputs: Sequence[str]) -> None:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self._sizes = _plain_file_sizes(inputs)
         total = sum(self._sizes.values()) if len(self._sizes) == len(inputs) and inputs else None
         self._done_bytes = 0  # sizes of the files finished so far
         self._source: str | None = None
         self._started = time.monotonic()
+        columns: list[Any] = [TextColumn("{task.description}")]
+        if total:
+            columns += [
+                BarColumn(bar_width=12),
+                DownloadColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+            ]
+        else:
+            columns += [TimeElapsedColumn()]
         self._progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.percentage:>3.0f}%" if total else ""),
-            TimeElapsedColumn(),
+            *columns,
             console=console,
-            transient=True,  # the table and summary follow; the bar has done its job
+            transient=True,  # the table and summary follow; the line has done its job
         )
         self._task = self._progress.add_task("starting", total=total)
         self._progress.start()
@@ -197,13 +212,54 @@ class ProgressDisplay:
 
     def refresh(self, events: int, counts: dict[str, int]) -> None:
         elapsed = max(time.monotonic() - self._started, 1e-9)
-        parts = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
-        self._progress.update(
-            self._task, description=f"{events} events ({parts or '...'}), {events / elapsed:.0f}/s"
-        )
+        failed = counts.get("failed", 0)
+        invalid = counts.get("invalid", 0)
+        text = f"{events:>11,} events {failed:>7,} failed {invalid:>7,} invalid"
+        self._progress.update(self._task, description=f"{text} {events / elapsed:>7,.0f}/s")
 
     def stop(self) -> None:
         self._progress.stop()
+
+
+class WithProgress:
+    """A reporter with the progress line on stderr beside it, whatever the output format."""
+
+    def __init__(self, inner: Any, err: IO[str], inputs: Sequence[str]) -> None:
+        from rich.console import Console
+
+        self._inner = inner
+        # Asked for only when stderr is a terminal: trust that, whatever rich guesses.
+        console = Console(file=err, markup=False, highlight=False, emoji=False, force_terminal=True)
+        self._progress: ProgressDisplay | None = ProgressDisplay(console, inputs)
+        self._events = 0
+        self._counts: dict[str, int] = {}
+
+    def __call__(self, item: InputItem, results: Sequence[Result]) -> None:
+        self._inner(item, results)
+        self._events += 1
+        for result in results:
+            status = str(result.status)
+            self._counts[status] = self._counts.get(status, 0) + 1
+        if self._progress is not None:
+            self._progress.advance(item, self._events, self._counts)
+
+    def idle(self) -> None:
+        self._inner.idle()
+        if self._progress is not None:
+            self._progress.refresh(self._events, self._counts)
+
+    def _stop(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def abort(self) -> None:
+        self._stop()
+        self._inner.abort()
+
+    def finish(self, summary: Summary) -> None:
+        self._stop()  # the line goes before the table and the summary are printed
+        self._inner.finish(summary)
 
 
 def _plain_file_sizes(inputs: Sequence[str]) -> dict[str, int]:
@@ -221,48 +277,28 @@ def _plain_file_sizes(inputs: Sequence[str]) -> dict[str, int]:
 
 
 class TableReporter:
-    """A rich table of results and a summary; a live progress line on stderr when it is a TTY."""
+    """A rich table of results and a summary, printed at the end."""
 
-    def __init__(
-        self,
-        out: IO[str],
-        err: IO[str],
-        *,
-        show: str | None,
-        progress: bool,
-        inputs: Sequence[str] = (),
-    ) -> None:
+    def __init__(self, out: IO[str], err: IO[str], *, show: str | None) -> None:
         from rich.console import Console
 
         # markup and highlighting off: event names and identities are user data, not markup.
         self._console = Console(file=out, markup=False, highlight=False, emoji=False)
         # rich exits 1 on a broken pipe, and 1 means "events failed": keep our exit status.
         self._console.on_broken_pipe = self._stdout_gone  # type: ignore[method-assign]
-        # Progress is asked for only when stderr is a terminal: trust that, whatever rich guesses.
-        self._err_console = Console(
-            file=err, markup=False, highlight=False, emoji=False, force_terminal=progress or None
-        )
         self._show = show  # "all", "failed" or None (all up to TABLE_ROW_LIMIT, then failed)
         self._rows: list[Result] = []
         self._events = 0
         self._dropped_ok = False
-        self._counts: dict[str, int] = {}
-        self._progress: ProgressDisplay | None = None
-        if progress:
-            self._progress = ProgressDisplay(self._err_console, inputs)
 
     def __call__(self, item: InputItem, results: Sequence[Result]) -> None:
         self._events += 1
         for result in results:
-            status = str(result.status)
-            self._counts[status] = self._counts.get(status, 0) + 1
             if self._keeps(result):
                 self._rows.append(result)
         if self._show is None and not self._dropped_ok and self._events > TABLE_ROW_LIMIT:
             self._dropped_ok = True
             self._rows = [row for row in self._rows if _is_failure(row)]
-        if self._progress is not None:
-            self._progress.advance(item, self._events, self._counts)
 
     def _keeps(self, result: Result) -> bool:
         if self._show == "all":
@@ -272,20 +308,16 @@ class TableReporter:
         return True
 
     def idle(self) -> None:
-        if self._progress is not None:
-            self._progress.refresh(self._events, self._counts)
+        pass  # the table is printed at the end
 
     def _stdout_gone(self) -> None:
         self._console.quiet = True
         silence_stdout()
 
     def abort(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
+        pass  # nothing is printed before the end
 
     def finish(self, summary: Summary) -> None:
-        self.abort()
         from rich.table import Table
         from rich.text import Text
 
@@ -388,12 +420,15 @@ def make_reporter(
     stderr: TextIO | None = None,
     progress: bool = False,
     inputs: Sequence[str] = (),
-) -> NdjsonReporter | JsonReporter | TableReporter:
+) -> NdjsonReporter | JsonReporter | TableReporter | WithProgress:
     # Looked up per call, not at import: tests (and embedders) swap sys.stdout.
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
+    reporter: NdjsonReporter | JsonReporter | TableReporter
     if output == "ndjson":
-        return NdjsonReporter(stdout.buffer, stderr, only_failures=show == "failed")
-    if output == "json":
-        return JsonReporter(stdout.buffer)
-    return TableReporter(stdout, stderr, show=show, progress=progress, inputs=inputs)
+        reporter = NdjsonReporter(stdout.buffer, stderr, only_failures=show == "failed")
+    elif output == "json":
+        reporter = JsonReporter(stdout.buffer)
+    else:
+        reporter = TableReporter(stdout, stderr, show=show)
+    return WithProgress(reporter, stderr, inputs) if progress else reporter

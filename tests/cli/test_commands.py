@@ -324,11 +324,12 @@ def test_progress_goes_to_stderr_only_when_it_is_a_terminal(env, tmp_path):
     args = ("upload", "--dry-run", "-o", "table", "--show", "failed", source)
     shown = invoke(*args, environment=Environment(stderr_isatty=True))
     assert shown.exit_code == 0
-    assert "events (" in shown.stderr  # the progress line: events (counts), rate
-    assert "events (" not in shown.stdout and "\r" not in shown.stdout
+    # the progress line: events and failures, bytes of the file, ETA
+    assert " events " in shown.stderr and " failed " in shown.stderr and " eta " in shown.stderr
+    assert " eta " not in shown.stdout and "\r" not in shown.stdout
     assert "300 events: 300 dry-run" in shown.stdout
     quiet = invoke(*args, environment=Environment(stderr_isatty=False))
-    assert "events (" not in quiet.stderr
+    assert " eta " not in quiet.stderr
 
 
 # -- the rest of the contract ----------------------------------------------------------------

@@ -116,7 +116,7 @@ def _item(result: Result) -> InputItem:
 def test_table_cells_from_input_and_answers_are_escaped_one_row_each(monkeypatch):
     monkeypatch.setenv("COLUMNS", "300")  # wide enough that no cell folds
     out = io.StringIO()
-    reporter = TableReporter(out, io.StringIO(), show="all", progress=False)
+    reporter = TableReporter(out, io.StringIO(), show="all")
     for result in HOSTILE:
         reporter(_item(result), [result])
     reporter.finish(Summary(events=len(HOSTILE), failed=2, invalid=1))
