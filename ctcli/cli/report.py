@@ -317,35 +317,18 @@ class TableReporter:
     def abort(self) -> None:
         pass  # nothing is printed before the end
 
+    def _print_table(self, table_class: Any, text_class: Any) -> None:
+        heading, table = _results_table(self._rows, table_class, text_class)
+        if heading is not None:
+            self._console.print(heading)
+        self._console.print(table)
+
     def finish(self, summary: Summary) -> None:
         from rich.table import Table
         from rich.text import Text
 
         if self._rows:
-            table = Table(show_lines=False, header_style="bold")
-            # Long paths and messages fold; the short columns always stay readable.
-            table.add_column("where", overflow="fold", min_width=8, ratio=2)
-            table.add_column("type / event", overflow="fold", min_width=8, ratio=1)
-            table.add_column("action", no_wrap=True, min_width=6)
-            table.add_column("identity", overflow="fold", min_width=8, ratio=1)
-            table.add_column("status", no_wrap=True, min_width=7)
-            table.add_column("code", no_wrap=True, min_width=4)
-            table.add_column("error", overflow="fold", min_width=10, ratio=2)
-            for row in self._rows:
-                kind = row.type or ""
-                if row.event:
-                    kind = f"{kind} {row.event}".strip()
-                # Every cell that can hold input or server text is escaped: see escape_controls.
-                table.add_row(
-                    Text(escape_controls(f"{row.source}:{row.line}")),
-                    Text(escape_controls(kind)),
-                    Text(escape_controls(row.action or "-")),
-                    Text(escape_controls(row.identity or "-")),
-                    Text(str(row.status), style=STATUS_STYLES.get(Status(row.status), "")),
-                    Text("" if row.code is None else str(row.code)),
-                    Text(escape_controls(row.error or "")),
-                )
-            self._console.print(table)
+            self._print_table(Table, Text)
         if self._dropped_ok:
             self._console.print(
                 Text(
@@ -360,6 +343,52 @@ class TableReporter:
 
 
 REASONS_SHOWN = 10  # the commonest reasons of a table run; the JSON summary has up to 100
+
+
+def _results_table(rows: Sequence[Result], table_class: Any, text_class: Any) -> tuple[Any, Any]:
+    """(a line naming the one file every row comes from, or None; the table).
+
+    Fits 80 columns: the file is named once when all rows share it, a column empty in every row
+    is left out, names are cut with an ellipsis rather than broken, and the error text (the
+    useful part) gets the width that is left.
+    """
+    Text = text_class
+    sources = {row.source for row in rows}
+    one_source = next(iter(sources)) if len(sources) == 1 else None
+    with_codes = any(row.code is not None for row in rows)
+    with_errors = any(row.error for row in rows)
+    table = table_class(show_lines=False, header_style="bold")
+    table.add_column("line" if one_source is not None else "where", no_wrap=True)
+    table.add_column("type / event", no_wrap=True, overflow="ellipsis", max_width=22)
+    table.add_column("action", no_wrap=True)
+    table.add_column("identity", no_wrap=True, overflow="ellipsis", max_width=24)
+    table.add_column("status", no_wrap=True)
+    if with_codes:
+        table.add_column("code", no_wrap=True)
+    if with_errors:
+        table.add_column("error", overflow="fold", min_width=20, ratio=1)
+    for row in rows:
+        kind = row.type or ""
+        if row.event:
+            kind = f"{kind} {row.event}".strip()
+        where = str(row.line) if one_source is not None else f"{row.source}:{row.line}"
+        # Every cell that can hold input or server text is escaped: see escape_controls.
+        cells = [
+            Text(escape_controls(where)),
+            Text(escape_controls(kind)),
+            Text(escape_controls(row.action or "-")),
+            Text(escape_controls(row.identity or "-")),
+            Text(str(row.status), style=STATUS_STYLES.get(Status(row.status), "")),
+        ]
+        if with_codes:
+            cells.append(Text("" if row.code is None else str(row.code)))
+        if with_errors:
+            cells.append(Text(escape_controls(row.error or "")))
+        table.add_row(*cells)
+    heading = None
+    if one_source is not None:
+        heading = Text(escape_controls(f"{'stdin' if one_source == '-' else one_source}:"))
+    return heading, table
 
 
 def reason_lines(summary: Summary, limit: int = REASONS_SHOWN) -> list[Any]:

@@ -1,0 +1,99 @@
+"""What a person sees at a real terminal (a pseudo-terminal of a given size)."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import select
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
+
+
+def on_a_terminal(
+    args: list[str], cwd: Path, *, columns: int, stdout_file: Path | None = None
+) -> tuple[int, str]:
+    """Run ctcli with stderr (and stdout, unless `stdout_file`) on a terminal `columns` wide."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEVERTAP_", "CTCLI_"))}
+    env.pop("COLUMNS", None)  # the terminal's own size, as a user's shell has it
+    env.update(TERM="xterm-256color", CTCLI_CONFIG=str(cwd / "config.toml"))
+    out = open(stdout_file, "wb") if stdout_file else None  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ctcli", *args],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=out or slave,
+        stderr=slave,
+    )
+    os.close(slave)
+    received = bytearray()
+    deadline = time.monotonic() + 120  # a guard against a hang, not a timing assertion
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if not ready:
+                if process.poll() is not None:
+                    break
+                continue
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            received += chunk
+    finally:
+        os.close(master)
+        if out:
+            out.close()
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+    return process.returncode, received.decode("utf-8", "replace")
+
+
+def screen_lines(raw: str) -> list[str]:
+    """The lines a terminal shows, each progress frame (ended by a carriage return) apart."""
+    text = ANSI.sub("", raw).replace("\r\n", "\n").replace("\r", "\n")
+    return [line.rstrip() for line in text.split("\n")]
+
+
+def write_events(path: Path, count: int, bad_every: int) -> Path:
+    with path.open("w") as handle:
+        for n in range(1, count + 1):
+            traits = {"phone": f"55{n}"} if n % bad_every == 0 else {"plan": "pro"}
+            event = {"type": "identify", "userId": f"user-{n}", "traits": traits}
+            handle.write(json.dumps(event) + "\n")
+    return path
+
+
+def test_the_table_fits_80_columns_names_the_file_once_and_drops_empty_columns(tmp_path):
+    source = write_events(tmp_path / "a-rather-long-export-file-name.ndjson", 30, 3)
+    status, raw = on_a_terminal(["upload", "--dry-run", source.name], tmp_path, columns=80)
+    assert status == 1
+    lines = screen_lines(raw)
+    assert all(len(line) <= 80 for line in lines), [line for line in lines if len(line) > 80]
+    assert lines.count(f"{source.name}:") == 1  # named once, above the table, whole
+    rows = [line for line in lines if line.startswith("│")]
+    assert sum(bool(re.match(r"│ \d+ +│", row)) for row in rows) == 30  # one per event
+    assert not any(source.name in row for row in rows)
+    header = next(line for line in lines if "status" in line and "identity" in line)
+    assert "code" not in header and "line" in header and "error" in header
+    assert any("user-3" in line and "invalid" in line for line in lines)
+    assert any(line.startswith("30 events: 10 invalid, 20 dry-run") for line in lines)
+    assert any("10 invalid: Phone ... is not" in line for line in lines)  # the reason breakdown
