@@ -72,9 +72,9 @@ def _is_usage_error(exc: Exception) -> bool:
 app = typer.Typer(
     cls=_ErrorMappingGroup,
     name="ctcli",
-    help="Send Segment-style events to CleverTap: upload, delete and replay user profiles.",
-    no_args_is_help=True,
-    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    invoke_without_command=True,
+    add_completion=True,
     pretty_exceptions_enable=False,
     pretty_exceptions_show_locals=False,
     rich_markup_mode=None,
@@ -89,6 +89,7 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option(
@@ -96,7 +97,45 @@ def _root(
         ),
     ] = False,
 ) -> None:
-    """Send Segment-style events to CleverTap: upload, delete and replay user profiles."""
+    """Send Segment-style events to CleverTap: upload, delete and replay user profiles.
+
+    \b
+    Examples:
+      ctcli replay --sandbox sample_events/events.ndjson   # try it: no account, no network
+      ctcli configure                                      # save your credentials once
+      ctcli upload users.ndjson --failed failed.ndjson     # profiles from a file
+      ctcli version --verbose                              # what a bug report needs
+    """
+    if ctx.invoked_subcommand is None:  # `ctcli` alone: the help, and nothing went wrong
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0)
+
+
+def version_command(
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="Also Python, the platform, key libraries, the config file."
+        ),
+    ] = False,
+) -> None:
+    """Print the version of ctcli (with --verbose, what a bug report needs)."""
+    typer.echo(f"ctcli {__version__}")
+    if not verbose:
+        return
+    import importlib.metadata
+    import platform
+
+    from ctcli.config import config_path
+
+    typer.echo(f"python {platform.python_version()} ({sys.executable})")
+    typer.echo(f"platform {platform.platform()}")
+    for package in ("httpx", "orjson", "typer", "rich", "tomlkit", "pyarrow"):
+        try:
+            typer.echo(f"{package} {importlib.metadata.version(package)}")
+        except importlib.metadata.PackageNotFoundError:
+            typer.echo(f"{package} (not installed)")
+    typer.echo(f"config {config_path()}")
 
 
 app.command("configure")(configure)
@@ -104,6 +143,7 @@ app.command("upload")(cli_events.upload)
 app.command("delete")(cli_events.delete)
 app.command("replay")(cli_events.replay)
 app.command("sandbox")(sandbox)
+app.command("version")(version_command)
 
 
 def error_line(message: str) -> None:
