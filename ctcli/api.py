@@ -93,6 +93,8 @@ def run(
     max_retries: int = 5,
     timeout: float = 10.0,
     convert_timestamps: bool = True,
+    format: str = "auto",
+    identity_column: str | None = None,
     on_result: Callable[[Result], None] | None = None,
     stop: threading.Event | None = None,
     env: Mapping[str, str] | None = None,
@@ -102,12 +104,15 @@ def run(
 
     `source`: a path (NDJSON, JSON or gzip, "-" for stdin), a list of paths, or an iterable of
     event dicts (read lazily, so a generator streams; results name them `<events>`, numbered
-    from 1). The account is the config file's `profile` (else $CTCLI_PROFILE, else "default")
-    with the environment's CLEVERTAP_* variables over it, as for the CLI; `project_id` with
-    `passcode` (and optionally `region` or `endpoint`) give it directly instead. `failed` and
-    `state` are the CLI's --failed and --state files; `env` replaces os.environ for every
-    lookup. Setting `stop` ends the run gracefully: nothing new is sent, and what settled is
-    reported and saved. Warnings go to the "ctcli" logger.
+    from 1). Upload also reads profile tables: CSV, TSV (plain or gzip) and Parquet, told by
+    their names (`.csv`, `.tsv`, `.parquet`) or by `format` ("csv", "tsv", "parquet"; "ndjson"
+    or "json" read every path as events), with the identity in `identity_column` (default: a
+    column named identity, userId or user_id). The account is the config file's `profile`
+    (else $CTCLI_PROFILE, else "default") with the environment's CLEVERTAP_* variables over
+    it, as for the CLI; `project_id` with `passcode` (and optionally `region` or `endpoint`)
+    give it directly instead. `failed` and `state` are the CLI's --failed and --state files;
+    `env` replaces os.environ for every lookup. Setting `stop` ends the run gracefully: nothing
+    new is sent, and what settled is reported and saved. Warnings go to the "ctcli" logger.
     """
     from ctcli.job import RunSettings, execute
 
@@ -136,6 +141,8 @@ def run(
         timeout=timeout,
         convert_timestamps=convert_timestamps,
         env=dict(os.environ if env is None else env),
+        format=format,
+        identity_column=identity_column,
     )
 
     report = front.results

@@ -44,9 +44,17 @@ class RunSettings:
     timeout: float = 10.0
     convert_timestamps: bool = True
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    # How inputs are read: "auto" (tables by file name, the rest by content), or one of
+    # ctcli.events.tables.FORMATS for all of them; and the identity column of tables.
+    format: str = "auto"
+    identity_column: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", Mode(self.mode))  # "upload" as well as Mode.UPLOAD
+        from ctcli.events.tables import FORMATS
+
+        if self.format not in FORMATS:
+            raise UsageError(f"format {self.format!r}: expected one of {', '.join(FORMATS)}")
 
 
 def _every_event(_event: object) -> bool:
@@ -104,9 +112,21 @@ def make_router(
     return replay_route
 
 
-def check_inputs(inputs: Sequence[str], *, tracked: bool) -> None:
-    """Fail before sending anything when a named file cannot be read (exit 2)."""
+def check_inputs(
+    inputs: Sequence[str],
+    *,
+    tracked: bool,
+    mode: Mode = Mode.UPLOAD,
+    format: str = "auto",
+    identity_column: str | None = None,
+) -> None:
+    """Fail before sending anything when a named file cannot be read (exit 2).
+
+    Tables are looked into as well: a header without the identity column, or a Parquet file
+    without pyarrow installed, fails here, not after the files before it were sent.
+    """
     from ctcli.events.sources import check_readable
+    from ctcli.events.tables import check_table, kind_name, table_kind
 
     for name in inputs:
         if name == "-":
@@ -118,6 +138,18 @@ def check_inputs(inputs: Sequence[str], *, tracked: bool) -> None:
         raise UsageError("stdin ('-') can be given only once")
     if tracked and "-" in inputs:
         raise UsageError("--state cannot track stdin: give the input as a file")
+    tables = [(name, kind) for name in inputs if (kind := table_kind(name, format)) is not None]
+    if mode is not Mode.UPLOAD and tables:
+        name, kind = tables[0]
+        shown = "stdin" if name == "-" else repr(name)
+        raise UsageError(
+            f"{shown} is a {kind_name(kind)} table: {mode} reads event streams (NDJSON, JSON);"
+            " use upload for profile tables"
+        )
+    if identity_column is not None and not tables:
+        raise UsageError("--identity-column is for CSV, TSV and Parquet inputs: none is given")
+    for name, kind in tables:
+        check_table(name, kind, identity_column)
 
 
 def check_outputs_are_not_inputs(settings: RunSettings, stdin: BinaryIO | None) -> None:
@@ -167,16 +199,25 @@ def read_inputs(
     state: StateFile | None = None,
     note: Callable[[str], object] = lambda message: None,
     worker: WorkerReader | None = None,
+    *,
+    format: str = "auto",
+    identity_column: str | None = None,
 ) -> Iterator[InputItem]:
     """Every item of every input, picking each file up where its checkpoint left it.
 
     A file that breaks off (a truncated gzip, a read error) does not stop the files after it:
     they are read, and the error is raised at the end.
     """
+    from ctcli.events.tables import table_kind
+
     errors: list[InputError] = []
     for name in inputs:
         try:
-            yield from _read_input(name, stdin, state, note, worker)
+            kind = table_kind(name, format)
+            if kind is not None:
+                yield from _read_table(name, kind, identity_column, stdin, state, note)
+            else:
+                yield from _read_input(name, stdin, state, note, worker)
         except InputError as exc:
             errors.append(exc)
     if len(errors) == 1:
@@ -220,6 +261,36 @@ def _read_input(
         yield from itertools.islice(read_source(name), resume.line, None)
 
 
+def _read_table(
+    name: str,
+    kind: str,
+    identity_column: str | None,
+    stdin: BinaryIO | None,
+    state: StateFile | None,
+    note: Callable[[str], object],
+) -> Iterator[InputItem]:
+    """The rows of a table, read in this process: parse workers share a file out by lines, and
+    a table's rows cannot be found without reading it from its header (a quoted cell may hold
+    line ends), nor a Parquet file's at all."""
+    from ctcli.events.tables import read_table
+
+    after = 0
+    if state is not None and name != "-":
+        resume, discarded = state.resume_point(name)
+        if discarded:
+            note(discarded)
+        state.begin_file(name)
+        if resume is not None:
+            # A table's checkpoint is the line (Parquet: row) of its last settled row; rows are
+            # numbered in file order, so everything up to it is passed over.
+            after = resume.line
+            what = "row" if kind == "parquet" else "line"
+            note(f"{name}: resuming after {what} {after} (checkpoint in {state.path})")
+    yield from read_table(
+        name, kind, identity_column=identity_column, stdin=stdin, after_line=after
+    )
+
+
 def execute(
     settings: RunSettings,
     *,
@@ -237,7 +308,13 @@ def execute(
     note = note or warn
     profile = load_profile(settings, warn)
     router = make_router(settings, profile)
-    check_inputs(settings.inputs, tracked=settings.state_path is not None)
+    check_inputs(
+        settings.inputs,
+        tracked=settings.state_path is not None,
+        mode=settings.mode,
+        format=settings.format,
+        identity_column=settings.identity_column,
+    )
     check_outputs_are_not_inputs(settings, stdin)
 
     with ExitStack() as stack:
@@ -280,7 +357,15 @@ def execute(
 
         items: Iterable[InputItem | None] = itertools.chain(
             ledger.unfiled(settings.arg_items),
-            read_inputs(settings.inputs, stdin, state, note, worker),
+            read_inputs(
+                settings.inputs,
+                stdin,
+                state,
+                note,
+                worker,
+                format=settings.format,
+                identity_column=settings.identity_column,
+            ),
         )
         if streams:
             items = with_ticks(items)  # type: ignore[arg-type]

@@ -31,6 +31,15 @@ class OutputFormat(StrEnum):
     ndjson = "ndjson"
 
 
+class InputFormat(StrEnum):
+    auto = "auto"
+    ndjson = "ndjson"
+    json = "json"
+    csv = "csv"
+    tsv = "tsv"
+    parquet = "parquet"
+
+
 class ShowRows(StrEnum):
     all = "all"
     failed = "failed"
@@ -170,7 +179,15 @@ def _graceful_stop() -> Iterator[threading.Event]:
             signal.signal(sig, handler)
 
 
-def _run(mode: Mode, inputs: list[str], arg_items: list[Any], common: CommonOptions) -> None:
+def _run(
+    mode: Mode,
+    inputs: list[str],
+    arg_items: list[Any],
+    common: CommonOptions,
+    *,
+    input_format: str = "auto",
+    identity_column: str | None = None,
+) -> None:
     from ctcli.api import FrontEnd, run
     from ctcli.cli.report import escape_controls, make_reporter
 
@@ -216,6 +233,8 @@ def _run(mode: Mode, inputs: list[str], arg_items: list[Any], common: CommonOpti
                 max_retries=common.max_retries,
                 timeout=common.timeout,
                 convert_timestamps=not common.no_convert_timestamps,
+                format=input_format,
+                identity_column=identity_column,
                 stop=stop,
                 front_end=front_end,
             )
@@ -302,7 +321,28 @@ def upload(
     ctx: typer.Context,
     files: Annotated[
         list[str] | None,
-        typer.Argument(metavar="[FILE|-]...", help="Event files (NDJSON, JSON, gzip); - is stdin."),
+        typer.Argument(
+            metavar="[FILE|-]...",
+            help="Event files (NDJSON, JSON) or profile tables (CSV, TSV, Parquet), plain or"
+            " gzip; - is stdin.",
+        ),
+    ] = None,
+    input_format: Annotated[
+        InputFormat,
+        typer.Option(
+            "--format",
+            case_sensitive=False,
+            help="How FILEs are read. auto: .csv, .tsv/.tab (also .gz) and .parquet are tables,"
+            " the rest (and stdin) NDJSON or JSON.",
+        ),
+    ] = InputFormat.auto,
+    identity_column: Annotated[
+        str | None,
+        typer.Option(
+            "--identity-column",
+            metavar="NAME",
+            help="Tables: the identity's column (default: identity, userId or user_id).",
+        ),
     ] = None,
     identity: Annotated[
         str | None,
@@ -319,9 +359,9 @@ def upload(
     *,
     common: CommonOptions,
 ) -> None:
-    """Create or update profiles: every event goes through User Upload.
+    """Create or update profiles: every event, or table row, goes through User Upload.
 
-    Examples: `ctcli upload events.ndjson`, `... | ctcli upload -`,
+    Examples: `ctcli upload events.ndjson`, `... | ctcli upload -`, `ctcli upload users.csv`,
     `ctcli upload --identity alice@example.com --set Name=Alice --set Plan=pro`.
     """
     if set_ and not identity:
@@ -337,7 +377,14 @@ def upload(
     inputs = _inputs_or_stdin(files, bool(arg_items), common.environment)
     if not inputs and not arg_items:
         _show_help_and_exit(ctx, "nothing to upload: give FILEs, '-' for stdin, or --identity")
-    _run(Mode.UPLOAD, inputs, arg_items, common)
+    _run(
+        Mode.UPLOAD,
+        inputs,
+        arg_items,
+        common,
+        input_format=input_format.value,
+        identity_column=identity_column,
+    )
 
 
 def _confirm_delete(count: int, files: list[str], project: str) -> bool:
@@ -420,6 +467,7 @@ def replay(
     """Run events through the trigger rules, like Segment does: presets plus your subscriptions.
 
     identify -> User Upload; "Delete User" track events -> Delete User; unmatched -> skipped.
+    Profile tables (CSV, TSV, Parquet) are not event streams: they go to upload.
     """
     if list_subscriptions:
         _print_subscriptions(common)
