@@ -69,8 +69,16 @@ class Result(NamedTuple):
     # Delivered records only, and only when an earlier failure of this identity may be re-driven:
     # the profile keys it set (empty for a delete), so that re-drive does not undo them.
     supersedes: tuple[str, ...] | None = None
+    # A dry run with --show-records: what would be sent (the CleverTap record, or the identity
+    # of a delete).
+    record: Any = None
 
     def to_dict(self) -> dict[str, Any]:
+        if self.record is not None:
+            return {**self._common(), "record": self.record}
+        return self._common()
+
+    def _common(self) -> dict[str, Any]:
         return {
             "source": self.source,
             "line": self.line,

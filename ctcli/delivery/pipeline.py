@@ -57,6 +57,7 @@ class PipelineOptions:
     # Identities with a failure in the failed file: a later delivery of one says what it
     # supersedes. None: nobody is keeping failures (no failed file).
     watched: set[str] | None = None
+    show_records: bool = False  # a dry run's results carry the record each event would be
     now: Callable[[], float] = time.time
 
 
@@ -376,7 +377,10 @@ class Pipeline:
         self.summary.events += 1
         prepared = item.prepared
         if prepared is None:
-            prepared = prepare(item, self._router, now=int(self._now()), send=not self._dry_run)
+            prepared = prepare(
+                item, self._router, now=int(self._now()), send=not self._dry_run,
+                keep_records=self._options.show_records,
+            )  # fmt: skip
         kind, name, entries = prepared
         if type(entries) is not list:
             action = self._options.default_action if entries is Status.INVALID else None
@@ -385,7 +389,10 @@ class Pipeline:
         slot = _Slot(item, [None] * len(entries), len(entries), kind, name)
         self._slots.append(slot)
         for index, (action, identity, status, detail) in enumerate(entries):
-            if status is not None:
+            if status is Status.DRY_RUN and detail is not None:  # --show-records
+                result = self._result(slot, str(action), identity, status, None, None)
+                result = result._replace(record=detail)
+            elif status is not None:
                 result = self._result(slot, str(action), identity, status, None, detail)
             elif self._refused is not None:
                 result = self._result(

@@ -22,10 +22,13 @@ Entry = tuple[Action, str | None, Status | None, Any]
 Prepared = tuple[str | None, str | None, list[Entry] | Status]
 
 
-def prepare(item: InputItem, router: Router, *, now: int, send: bool) -> Prepared:
+def prepare(
+    item: InputItem, router: Router, *, now: int, send: bool, keep_records: bool = False
+) -> Prepared:
     """Route and map one item; the records to send, or each result known already.
 
-    With `send` false (a dry run) what would be sent is `dry-run`.
+    With `send` false (a dry run) what would be sent is `dry-run`; with `keep_records` too, its
+    entry keeps the record it would be (to show, never to send).
     """
     event = item.event
     if event is None:
@@ -61,5 +64,5 @@ def prepare(item: InputItem, router: Router, *, now: int, send: bool) -> Prepare
         if send:
             entries.append((action, identity, None, payload))
         else:
-            entries.append((action, identity, Status.DRY_RUN, None))
+            entries.append((action, identity, Status.DRY_RUN, payload if keep_records else None))
     return kind, name, entries

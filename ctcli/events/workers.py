@@ -60,10 +60,12 @@ def read_prepared(
     keep_events: bool,
     start_offset: int = 0,
     start_line: int = 0,
+    keep_records: bool = False,
 ) -> Iterator[InputItem]:
     """The items of file `name`, read, routed and mapped in a worker process (`prepared` set).
 
     `keep_events`: the failed file may need each event, so it travels along, JSON-encoded.
+    `keep_records`: a dry run shows the record each event would be (see `prepare`).
     """
     context = multiprocessing.get_context("fork")
     count = worker_count()
@@ -75,7 +77,7 @@ def read_prepared(
             worker = context.Process(
                 target=_work,
                 args=(sender, name, router, send, keep_events, start_offset, start_line,
-                      index, count),
+                      index, count, keep_records),
                 name=f"ctcli-parse-{index}",
                 daemon=True,
             )  # fmt: skip
@@ -133,6 +135,7 @@ def _work(
     start_line: int,
     index: int = 0,
     count: int = 1,
+    keep_records: bool = False,
 ) -> None:
     # The main process handles Ctrl-C and SIGTERM and ends this one; a traceback from here
     # would only be noise on the terminal.
@@ -160,7 +163,7 @@ def _work(
                     block = []
             if item is SKIPPED or (position // _BLOCK) % count != index:
                 continue  # another worker's item: counted (mostly unparsed), not mapped
-            prepared = prepare(item, router, now=now, send=send)
+            prepared = prepare(item, router, now=now, send=send, keep_records=keep_records)
             entries = prepared[2]
             if type(entries) is list:
                 for at, (action, identity, status, detail) in enumerate(entries):
