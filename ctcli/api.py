@@ -95,6 +95,8 @@ def run(
     convert_timestamps: bool = True,
     format: str = "auto",
     identity_column: str | None = None,
+    limit: int | None = None,
+    show_records: bool = False,
     on_result: Callable[[Result], None] | None = None,
     stop: threading.Event | None = None,
     env: Mapping[str, str] | None = None,
@@ -112,7 +114,9 @@ def run(
     it, as for the CLI; `project_id` with `passcode` (and optionally `region` or `endpoint`)
     give it directly instead. `failed` and `state` are the CLI's --failed and --state files;
     `env` replaces os.environ for every lookup. Setting `stop` ends the run gracefully: nothing
-    new is sent, and what settled is reported and saved. Warnings go to the "ctcli" logger.
+    new is sent, and what settled is reported and saved. `limit` reads only the first N
+    events; `show_records` (with `dry_run`) gives each result the record it would send, in
+    `Result.record`. Warnings go to the "ctcli" logger.
     """
     from ctcli.job import RunSettings, execute
 
@@ -143,6 +147,8 @@ def run(
         env=dict(os.environ if env is None else env),
         format=format,
         identity_column=identity_column,
+        limit=limit,
+        show_records=show_records,
     )
 
     report = front.results

@@ -48,9 +48,15 @@ class RunSettings:
     # ctcli.events.tables.FORMATS for all of them; and the identity column of tables.
     format: str = "auto"
     identity_column: str | None = None
+    limit: int | None = None  # read only the first N events of the input (a trial run)
+    show_records: bool = False  # a dry run's results carry the record each event would be
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", Mode(self.mode))  # "upload" as well as Mode.UPLOAD
+        if self.limit is not None and self.limit < 1:
+            raise UsageError(f"the limit must be 1 or more events, not {self.limit}")
+        if self.show_records and not self.dry_run:
+            raise UsageError("--show-records shows what a --dry-run would send: add --dry-run")
         from ctcli.events.tables import FORMATS
 
         if self.format not in FORMATS:
@@ -352,7 +358,7 @@ def execute(
             def worker(name: str, offset: int, line: int) -> Iterator[InputItem]:
                 return read_prepared(
                     name, router, send=not settings.dry_run, keep_events=keep_events,
-                    start_offset=offset, start_line=line,
+                    start_offset=offset, start_line=line, keep_records=settings.show_records,
                 )  # fmt: skip
 
         items: Iterable[InputItem | None] = itertools.chain(
@@ -367,6 +373,9 @@ def execute(
                 identity_column=settings.identity_column,
             ),
         )
+        if settings.limit is not None:
+            # Only the first N: reading stops there, and a checkpoint counts only what was read.
+            items = itertools.islice(items, settings.limit)
         if streams:
             items = with_ticks(items)  # type: ignore[arg-type]
         default_action = None if settings.mode is Mode.REPLAY else str(settings.mode)
@@ -382,6 +391,7 @@ def execute(
                 keep_events=keep_events,  # only the failed file needs them once mapped
                 # A copy: the pipeline adds failures when known, the failed file when written.
                 watched=set(failed.failed_identities) if failed is not None else None,
+                show_records=settings.show_records,
             ),
             stop=stop,
             on_idle=ledger.flush,

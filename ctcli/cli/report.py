@@ -131,6 +131,22 @@ class NdjsonReporter:
         self._err.flush()
 
 
+class QuietReporter:
+    """--quiet: nothing but errors (printed by the CLI) and the exit code."""
+
+    def __call__(self, item: InputItem, results: Sequence[Result]) -> None:
+        pass
+
+    def idle(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+    def finish(self, summary: Summary) -> None:
+        pass
+
+
 class JsonReporter:
     """One document at the end: {"results": [...], "summary": {...}}."""
 
@@ -449,12 +465,14 @@ def make_reporter(
     stderr: TextIO | None = None,
     progress: bool = False,
     inputs: Sequence[str] = (),
-) -> NdjsonReporter | JsonReporter | TableReporter | WithProgress:
+) -> NdjsonReporter | JsonReporter | TableReporter | QuietReporter | WithProgress:
     # Looked up per call, not at import: tests (and embedders) swap sys.stdout.
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
-    reporter: NdjsonReporter | JsonReporter | TableReporter
-    if output == "ndjson":
+    reporter: NdjsonReporter | JsonReporter | TableReporter | QuietReporter
+    if output == "quiet":
+        reporter = QuietReporter()
+    elif output == "ndjson":
         reporter = NdjsonReporter(stdout.buffer, stderr, only_failures=show == "failed")
     elif output == "json":
         reporter = JsonReporter(stdout.buffer)

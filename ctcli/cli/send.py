@@ -74,8 +74,12 @@ class CommonOptions:
     concurrency: int
     max_retries: int
     timeout: float
-    no_convert_timestamps: bool
-    show: ShowRows | None
+    no_convert_timestamps: bool = False
+    show: ShowRows | None = None
+    limit: int | None = None
+    show_records: bool = False
+    verbose: int = 0
+    quiet: bool = False
     environment: Environment = field(default_factory=Environment)
 
 
@@ -121,14 +125,37 @@ _COMMON = [
     )),
     ("show", ShowRows | None, None, typer.Option(
         "--show", case_sensitive=False,
-        help="Table rows: all or failed (default: all up to 500 events, else failed).",
+        help="Results shown: all or failed (table default: all up to 500 events, else "
+        "failed); with -o ndjson, failed keeps only failed and invalid results.",
+    )),
+    ("show_records", bool, False, typer.Option(
+        "--show-records",
+        help="With --dry-run: each result carries the CleverTap record it would send.",
+    )),
+    ("limit", int | None, None, typer.Option(
+        "--limit", min=1, metavar="N", help="Read only the first N events (a trial run)."
+    )),
+    ("verbose", int, 0, typer.Option(
+        "--verbose", "-v", count=True,
+        help="-v: one line per request on stderr (path, records, answer, ms, retries and "
+        "why); -vv: also the answers of refusals.",
+    )),
+    ("quiet", bool, False, typer.Option(
+        "--quiet", "-q", help="Print nothing but errors; the exit code says how it went."
     )),
 ]  # fmt: skip
+
+# Options that mean nothing for a command, left out of its --help and its signature.
+_NOT_FOR = {
+    "delete": {"no_convert_timestamps", "show_records"},
+}
 
 
 def with_common_options(command: Callable[..., None]) -> Callable[..., None]:
     """Give a command the options shared by upload, delete and replay, as one CommonOptions."""
-    names = [name for name, *_ in _COMMON]
+    left_out = _NOT_FOR.get(command.__name__, set())
+    common_options = [option for option in _COMMON if option[0] not in left_out]
+    names = [name for name, *_ in common_options]
 
     @functools.wraps(command)
     def wrapper(**kwargs: Any) -> None:
@@ -146,7 +173,7 @@ def with_common_options(command: Callable[..., None]) -> Callable[..., None]:
             default=default,
             annotation=Annotated[kind, option],
         )
-        for name, kind, default, option in _COMMON
+        for name, kind, default, option in common_options
     ]
     wrapper.__signature__ = inspect.Signature(own + extra)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {p.name: p.annotation for p in own + extra}
@@ -198,21 +225,33 @@ def _run(
         output = "table" if common.environment.stdout_isatty else "ndjson"
     if common.environment.stdout is None:
         raise UsageError("stdout is closed: ctcli has nowhere to write the results")
+    if common.quiet and common.verbose:
+        raise UsageError("--quiet and --verbose cannot be combined")
+    if common.show_records and not common.dry_run:
+        raise UsageError("--show-records shows what a --dry-run would send: add --dry-run")
     reporter = make_reporter(
-        output,
+        "quiet" if common.quiet else output,
         show=common.show.value if common.show else None,
-        progress=output == "table" and common.environment.stderr_isatty,
+        # On a terminal, whatever the output: results going to a file are no reason for silence.
+        progress=common.environment.stderr_isatty and not common.quiet,
         stdout=common.environment.stdout,
         stderr=common.environment.stderr,
         inputs=inputs,
     )
+    if common.verbose:
+        _log_requests(common.verbose, common.environment)
+
+    def say(message: str) -> None:
+        if not common.quiet:
+            sys.stderr.write(f"ctcli: {escape_controls(message)}\n")
+
     front_end = FrontEnd(
         results=reporter,
         idle=reporter.idle,
         stdin=getattr(common.environment.stdin, "buffer", None),
         # File names and server words: never raw control characters on a terminal.
-        warn=lambda message: sys.stderr.write(f"ctcli: warning: {escape_controls(message)}\n"),
-        note=lambda message: sys.stderr.write(f"ctcli: {escape_controls(message)}\n"),
+        warn=lambda message: say(f"warning: {message}"),
+        note=say,
         first=arg_items,
     )
     _tune_garbage_collector()
@@ -235,6 +274,8 @@ def _run(
                 convert_timestamps=not common.no_convert_timestamps,
                 format=input_format,
                 identity_column=identity_column,
+                limit=common.limit,
+                show_records=common.show_records,
                 stop=stop,
                 front_end=front_end,
             )
@@ -253,6 +294,24 @@ def _run(
         # A thread still blocked reading stdin would abort the interpreter's shutdown.
         _exit_now(int(exit_status_of_run(summary)))
     raise typer.Exit(int(exit_status_of_run(summary)))
+
+
+def _log_requests(verbosity: int, environment: Environment) -> None:
+    """-v: the client's line per request on stderr, with the time; -vv: refusals' answers too."""
+    import logging
+
+    from ctcli.cli.report import escape_controls
+
+    class _Escaped(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return escape_controls(super().format(record))  # server words: never raw controls
+
+    handler = logging.StreamHandler(environment.stderr)
+    handler.setFormatter(_Escaped("%(asctime)s ctcli: %(message)s", "%Y-%m-%dT%H:%M:%S"))
+    log = logging.getLogger("ctcli.http")
+    log.handlers[:] = [handler]
+    log.setLevel(logging.DEBUG if verbosity > 1 else logging.INFO)
+    log.propagate = False
 
 
 @contextmanager

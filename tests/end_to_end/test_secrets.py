@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import traceback
@@ -153,3 +154,25 @@ def test_passcode_absent_from_a_real_process_traceback(outputs, tmp_path):
         )
     outputs.extend([done.stdout, done.stderr])
     assert "Traceback" in done.stderr and "planted bug in a real process" in done.stderr
+
+
+@pytest.mark.parametrize("verbosity", ["-v", "-vv"])
+def test_passcode_absent_from_verbose_request_lines(outputs, tmp_path, monkeypatch, verbosity):
+    source = events_file(tmp_path)
+    with Sandbox(project_id=ACCOUNT, passcode=SENTINEL) as sandbox:
+        monkeypatch.setenv("CLEVERTAP_ENDPOINT", sandbox.url)
+        # Refusals whose answer echoes the passcode: -vv prints answers, scrubbed.
+        sandbox.set_faults(fail_every=2, fail_status=400, fail_body={"error": f"bad {SENTINEL}"})
+        result = run(
+            outputs, "upload", verbosity, "-o", "ndjson", "--batch-size", "5",
+            "--max-retries", "1", source,
+        )  # fmt: skip
+    assert result.exit_code == 1
+    lines = [line for line in result.stderr.splitlines() if " ctcli: POST /1/upload " in line]
+    assert lines and all(
+        re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d ctcli: ", line) for line in lines
+    )
+    if verbosity == "-vv":
+        assert "answer to POST /1/upload: " in result.stderr and "bad ***" in result.stderr
+    else:
+        assert "answer to POST" not in result.stderr

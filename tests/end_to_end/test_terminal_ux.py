@@ -97,3 +97,18 @@ def test_the_table_fits_80_columns_names_the_file_once_and_drops_empty_columns(t
     assert any("user-3" in line and "invalid" in line for line in lines)
     assert any(line.startswith("30 events: 10 invalid, 20 dry-run") for line in lines)
     assert any("10 invalid: Phone ... is not" in line for line in lines)  # the reason breakdown
+
+
+def test_a_run_writing_results_to_a_file_shows_progress_with_eta_and_failures(tmp_path):
+    source = write_events(tmp_path / "big.ndjson", 150_000, 7)
+    results = tmp_path / "results.ndjson"
+    args = ["upload", "--dry-run", "-o", "ndjson", str(source)]
+    status, raw = on_a_terminal(args, tmp_path, columns=100, stdout_file=results)
+    assert status == 1
+    frames = [ANSI.sub("", frame) for frame in raw.split("\r")]
+    progress = [frame for frame in frames if " eta " in frame and " invalid" in frame]
+    assert progress, raw[-2000:]
+    counted = [re.search(r"([\d,]+) invalid", frame) for frame in progress]
+    assert any(match and int(match.group(1).replace(",", "")) > 0 for match in counted)
+    assert all(len(frame.rstrip()) <= 100 for frame in progress)
+    assert sum(1 for _ in results.open()) == 150_000  # every result went to the file
