@@ -367,6 +367,9 @@ def _list(path: Path, profile: str | None, env: Mapping[str, str]) -> None:
         blocks.append((f"profile {profile_name!r}{marker}", _file_rows(table)))
     if env_values:
         blocks.append(("environment (overrides every profile)", _env_rows(env_values)))
+    effective = _effective(path, active, env)
+    if effective is not None:
+        blocks.append(effective)
 
     width = max(len(value) for _, rows in blocks for _, value, _ in rows)
     lines = [f"config file: {path}"]
@@ -374,6 +377,24 @@ def _list(path: Path, profile: str | None, env: Mapping[str, str]) -> None:
         lines.append(_printable(title))
         lines += [f"  {key:<14} {value:<{width}}  {origin}".rstrip() for key, value, origin in rows]
     typer.echo("\n".join(lines))
+
+
+def _effective(
+    path: Path, name: str, env: Mapping[str, str]
+) -> tuple[str, list[tuple[str, str, str]]] | None:
+    """What a command run with profile `name` would use, each value with where it came from."""
+    try:
+        resolved = config.resolve_profile(name, env=env, path=path)
+    except ConfigError:
+        return None
+    rows = [
+        (key, _show(key, getattr(resolved, key)), resolved.origins.get(key, ""))
+        for key in ("project_id", "passcode", "region", "endpoint")
+    ]
+    sends_to = config.redact_url(resolved.base_url)
+    why = f"the endpoint overrides region {resolved.region}" if resolved.endpoint else "the region"
+    rows.append(("sends to", _printable(sends_to), why))
+    return f"effective for profile {name!r} (flags > environment > file)", rows
 
 
 def _show(key: str, value: str | None) -> str:

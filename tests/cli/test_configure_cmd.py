@@ -578,3 +578,22 @@ def test_remove_takes_one_profile_out_and_keeps_the_rest(config: Path) -> None:
     assert config.read_text().rstrip() == HAND_WRITTEN.split("[profiles.staging]")[0].rstrip()
     missing = invoke(config, ["-p", "staging", "--remove"])
     assert missing.exit_code == 2 and "nothing removed" in missing.stderr
+
+
+def test_list_shows_the_effective_values_and_when_the_endpoint_overrides_the_region(
+    config: Path,
+) -> None:
+    config.write_text(
+        '[profiles.prod]\nproject_id = "P1"\npasscode = "pw-123456"\nregion = "in1"\n'
+        'endpoint = "http://127.0.0.1:9"\n'
+    )
+    config.chmod(0o600)
+    result = invoke(config, ["-p", "prod", "--list"], CLEVERTAP_REGION="us1")
+    assert result.exit_code == 0
+    effective = result.stdout.split("effective for profile 'prod'", 1)[1].splitlines()
+    assert any(line.split()[:3] == ["region", "us1", "env"] for line in effective)
+    assert any(
+        line.startswith("  sends to") and "the endpoint overrides region us1" in line
+        for line in effective
+    )
+    assert "pw-123456" not in result.stdout
