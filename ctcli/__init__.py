@@ -20,9 +20,13 @@ them, 3 for `CredentialsRejected` (see `ctcli.cli.exits`, the one map from outco
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# A library logs; the program using it decides where that goes (nowhere, until it says).
+logging.getLogger("ctcli").addHandler(logging.NullHandler())
 
 # Loaded on first use: `ctcli --version` must not pay for the pipeline and httpx.
 _EXPORTS = {

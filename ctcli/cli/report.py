@@ -247,6 +247,7 @@ class WithProgress:
         # Asked for only when stderr is a terminal: trust that, whatever rich guesses.
         console = Console(file=err, markup=False, highlight=False, emoji=False, force_terminal=True)
         self._progress: ProgressDisplay | None = ProgressDisplay(console, inputs)
+        self._console = console
         self._events = 0
         self._counts: dict[str, int] = {}
 
@@ -263,6 +264,12 @@ class WithProgress:
         self._inner.idle()
         if self._progress is not None:
             self._progress.refresh(self._events, self._counts)
+
+    def say(self, message: str) -> None:
+        """A line above the progress line (a back-off, say), which stays put below it."""
+        from rich.text import Text
+
+        self._console.print(Text(escape_controls(message), style="yellow"))
 
     def _stop(self) -> None:
         if self._progress is not None:

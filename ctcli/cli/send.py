@@ -240,6 +240,8 @@ def _run(
     )
     if common.verbose:
         _log_requests(common.verbose, common.environment)
+    elif hasattr(reporter, "say"):
+        _show_backoffs(reporter.say)
 
     def say(message: str) -> None:
         if not common.quiet:
@@ -287,6 +289,8 @@ def _run(
     except BaseException:
         reporter.abort()  # what was reported so far reaches stdout; progress is cleared
         raise
+    finally:
+        _unhook_logs()  # the streams and the progress line they wrote to are done
     reporter.finish(summary)
     if summary.refusal:
         sys.stderr.write(f"ctcli: error: {escape_controls(summary.refusal)}\n")
@@ -294,6 +298,29 @@ def _run(
         # A thread still blocked reading stdin would abort the interpreter's shutdown.
         _exit_now(int(exit_status_of_run(summary)))
     raise typer.Exit(int(exit_status_of_run(summary)))
+
+
+def _show_backoffs(say: Callable[[str], None]) -> None:
+    """On a terminal: each back-off of the client (429, 5xx, network), why and for how long."""
+    import logging
+
+    class _Say(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            say(f"ctcli: {record.getMessage()}")
+
+    log = logging.getLogger("ctcli.backoff")
+    log.handlers[:] = [_Say()]
+    log.propagate = False
+
+
+def _unhook_logs() -> None:
+    import logging
+
+    for name in ("ctcli.backoff", "ctcli.http"):
+        log = logging.getLogger(name)
+        log.handlers[:] = []
+        log.setLevel(logging.NOTSET)
+        log.propagate = True
 
 
 def _log_requests(verbosity: int, environment: Environment) -> None:

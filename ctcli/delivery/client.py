@@ -95,6 +95,8 @@ _NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 # One line per request at INFO (`ctcli -v`), refusals' answers at DEBUG (`-vv`). The passcode is
 # in no message: requests are named by path, answers are scrubbed of it.
 _http_log = logging.getLogger("ctcli.http")
+# Each back-off (429, 5xx, network) at WARNING: a terminal shows it beside the progress line.
+_backoff_log = logging.getLogger("ctcli.backoff")
 _ANSWER_SHOWN = 500  # characters of a refusal's answer at DEBUG
 
 
@@ -440,12 +442,14 @@ class CleverTapClient:
                 return Outcome(ok=False, code=code, error=f"{failure} after {tries} {plural}")
             with self._lock:
                 self._retries += 1
+            why = _scrub(
+                failure if response is None else _status_text(response.status_code),
+                settings.passcode,
+            )
             if logging_requests:
-                why = failure if response is None else _status_text(response.status_code)
-                _http_log.info(
-                    "retry %d/%d in %.1f s: %s", tries, settings.max_retries, delay,
-                    _scrub(why, settings.passcode),
-                )  # fmt: skip
+                _http_log.info("retry %d/%d in %.1f s: %s", tries, settings.max_retries, delay, why)
+            _backoff_log.warning("backing off %.1f s (retry %d/%d): %s", delay, tries,
+                                 settings.max_retries, why)  # fmt: skip
             self._sleep(delay)
             if self._stopping():
                 return Outcome(

@@ -14,7 +14,7 @@ def test_one_line_per_request_and_one_per_retry_saying_why(caplog):
     recorder = Recorder([httpx.Response(503, text="busy"), success()])
     with caplog.at_level(logging.INFO, logger="ctcli.http"), make_client(recorder) as client:
         assert client.upload(records(3))[0].ok
-    lines = [record.getMessage() for record in caplog.records]
+    lines = [r.getMessage() for r in caplog.records if r.name == "ctcli.http"]
     assert len(lines) == 3
     assert lines[0].startswith("POST /1/upload 3 records: HTTP 503 in ")
     assert lines[0].endswith(" ms")

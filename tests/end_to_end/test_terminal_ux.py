@@ -112,3 +112,22 @@ def test_a_run_writing_results_to_a_file_shows_progress_with_eta_and_failures(tm
     assert any(match and int(match.group(1).replace(",", "")) > 0 for match in counted)
     assert all(len(frame.rstrip()) <= 100 for frame in progress)
     assert sum(1 for _ in results.open()) == 150_000  # every result went to the file
+
+
+def test_a_back_off_is_shown_above_the_progress_line_with_why_and_how_long(tmp_path):
+    from ctcli.sandbox import Sandbox
+
+    source = write_events(tmp_path / "in.ndjson", 50, 1000)
+    with Sandbox(project_id="ACC", passcode="pw") as sandbox:
+        sandbox.set_faults(fail_every=2, fail_status=503)
+        (tmp_path / "config.toml").write_text(
+            f'[profiles.default]\nproject_id = "ACC"\npasscode = "pw"\nendpoint = "{sandbox.url}"\n'
+        )
+        (tmp_path / "config.toml").chmod(0o600)
+        args = ["upload", "-o", "ndjson", "--batch-size", "10", str(source)]
+        status, raw = on_a_terminal(args, tmp_path, columns=100, stdout_file=tmp_path / "out")
+    assert status == 0
+    lines = screen_lines(raw)
+    backoffs = [line for line in lines if line.startswith("ctcli: backing off ")]
+    pattern = r"ctcli: backing off \d+\.\d s \(retry \d/5\): HTTP 503 Service Unavailable"
+    assert backoffs and all(re.fullmatch(pattern, line) for line in backoffs)
