@@ -11,7 +11,7 @@ import sys
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from ctcli import __version__
 from ctcli.cli import send as cli_events
@@ -138,12 +138,29 @@ def version_command(
     typer.echo(f"config {config_path()}")
 
 
-app.command("configure")(configure)
-app.command("upload")(cli_events.upload)
-app.command("delete")(cli_events.delete)
-app.command("replay")(cli_events.replay)
-app.command("sandbox")(sandbox)
-app.command("version")(version_command)
+class _PlainHelpCommand(TyperCommand):
+    """Help without Python's types showing through (`<list[str]>` after a metavar)."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        for param in self.params:
+            if param.param_type_name == "argument" and param.metavar:
+                param.display_type_rich = _no_type  # type: ignore[attr-defined]
+        super().format_help(ctx, formatter)
+
+
+def _no_type(ctx: Any) -> None:
+    return None  # the metavar says it all
+
+
+for _name, _command in (
+    ("configure", configure),
+    ("upload", cli_events.upload),
+    ("delete", cli_events.delete),
+    ("replay", cli_events.replay),
+    ("sandbox", sandbox),
+    ("version", version_command),
+):
+    app.command(_name, cls=_PlainHelpCommand)(_command)
 
 
 def error_line(message: str) -> None:

@@ -302,7 +302,9 @@ def _plain_file_sizes(inputs: Sequence[str]) -> dict[str, int]:
 class TableReporter:
     """A rich table of results and a summary, printed at the end."""
 
-    def __init__(self, out: IO[str], err: IO[str], *, show: str | None) -> None:
+    def __init__(
+        self, out: IO[str], err: IO[str], *, show: str | None, screen_rows: int | None = None
+    ) -> None:
         from rich.console import Console
 
         # markup and highlighting off: event names and identities are user data, not markup.
@@ -313,15 +315,31 @@ class TableReporter:
         self._rows: list[Result] = []
         self._events = 0
         self._dropped_ok = False
+        # On a terminal, by default, the failures listed are at most a screenful: ten thousand
+        # rows of one reason tell less than the reasons below the table.
+        self._most_failures = (
+            max(10, screen_rows - 12) if screen_rows is not None and show is None else None
+        )
+        self._hidden = 0
 
     def __call__(self, item: InputItem, results: Sequence[Result]) -> None:
         self._events += 1
         for result in results:
             if self._keeps(result):
+                if (
+                    self._most_failures is not None
+                    and self._dropped_ok
+                    and len(self._rows) >= self._most_failures
+                ):
+                    self._hidden += 1
+                    continue
                 self._rows.append(result)
         if self._show is None and not self._dropped_ok and self._events > TABLE_ROW_LIMIT:
             self._dropped_ok = True
             self._rows = [row for row in self._rows if _is_failure(row)]
+            if self._most_failures is not None and len(self._rows) > self._most_failures:
+                self._hidden += len(self._rows) - self._most_failures
+                del self._rows[self._most_failures :]
 
     def _keeps(self, result: Result) -> bool:
         if self._show == "all":
@@ -352,7 +370,15 @@ class TableReporter:
 
         if self._rows:
             self._print_table(Table, Text)
-        if self._dropped_ok:
+        if self._hidden:
+            self._console.print(
+                Text(
+                    f"({self._hidden:,} more failed and invalid events not listed: "
+                    "--show failed lists them all, -o ndjson gives every result)",
+                    style="dim",
+                )
+            )
+        elif self._dropped_ok:
             self._console.print(
                 Text(
                     f"(more than {TABLE_ROW_LIMIT} events: only failed and invalid ones are "
@@ -472,6 +498,7 @@ def make_reporter(
     stderr: TextIO | None = None,
     progress: bool = False,
     inputs: Sequence[str] = (),
+    screen_rows: int | None = None,
 ) -> NdjsonReporter | JsonReporter | TableReporter | QuietReporter | WithProgress:
     # Looked up per call, not at import: tests (and embedders) swap sys.stdout.
     stdout = stdout or sys.stdout
@@ -484,5 +511,5 @@ def make_reporter(
     elif output == "json":
         reporter = JsonReporter(stdout.buffer)
     else:
-        reporter = TableReporter(stdout, stderr, show=show)
+        reporter = TableReporter(stdout, stderr, show=show, screen_rows=screen_rows)
     return WithProgress(reporter, stderr, inputs) if progress else reporter

@@ -108,13 +108,15 @@ _COMMON = [
         help="Checkpoint file: a later run with the same FILE skips input already settled.",
     )),
     ("batch_size", int, 1000, typer.Option(
-        "--batch-size", min=1, max=1000, help="Records per upload request (deletes: up to 100)."
+        "--batch-size", min=1, max=1000, metavar="N",
+        help="Records per upload request, 1-1000 (deletes: up to 100)."
     )),
     ("concurrency", int, 4, typer.Option(
-        "--concurrency", min=1, max=15, help="Requests in flight."
+        "--concurrency", min=1, max=15, metavar="N", help="Requests in flight, 1-15."
     )),
     ("max_retries", int, 5, typer.Option(
-        "--max-retries", min=0, max=100, help="Retries of one request before its events fail."
+        "--max-retries", min=0, max=100, metavar="N",
+        help="Retries of one request before its events fail, 0-100."
     )),
     ("timeout", float, 10.0, typer.Option(
         "--timeout", min=0.1, max=3600, metavar="SECONDS",
@@ -136,7 +138,7 @@ _COMMON = [
         "--limit", min=1, metavar="N", help="Read only the first N events (a trial run)."
     )),
     ("verbose", int, 0, typer.Option(
-        "--verbose", "-v", count=True,
+        "--verbose", "-v", count=True, show_default=False,
         help="-v: one line per request on stderr (path, records, answer, ms, retries and "
         "why); -vv: also the answers of refusals.",
     )),
@@ -237,6 +239,7 @@ def _run(
         stdout=common.environment.stdout,
         stderr=common.environment.stderr,
         inputs=inputs,
+        screen_rows=_screen_rows(common.environment),
     )
     if common.verbose:
         _log_requests(common.verbose, common.environment)
@@ -311,6 +314,15 @@ def _show_backoffs(say: Callable[[str], None]) -> None:
     log = logging.getLogger("ctcli.backoff")
     log.handlers[:] = [_Say()]
     log.propagate = False
+
+
+def _screen_rows(environment: Environment) -> int | None:
+    """The terminal's height when stdout is a terminal: a table lists a screenful of failures."""
+    if not environment.stdout_isatty:
+        return None
+    import shutil
+
+    return shutil.get_terminal_size().lines
 
 
 def _unhook_logs() -> None:
@@ -408,7 +420,7 @@ def upload(
     files: Annotated[
         list[str] | None,
         typer.Argument(
-            metavar="[FILE|-]...",
+            metavar="FILE|-",
             help="Event files (NDJSON, JSON) or profile tables (CSV, TSV, Parquet), plain or"
             " gzip; - is stdin.",
         ),
@@ -447,8 +459,13 @@ def upload(
 ) -> None:
     """Create or update profiles: every event, or table row, goes through User Upload.
 
-    Examples: `ctcli upload events.ndjson`, `... | ctcli upload -`, `ctcli upload users.csv`,
-    `ctcli upload --identity alice@example.com --set Name=Alice --set Plan=pro`.
+    \b
+    Examples:
+      ctcli upload events.ndjson --failed failed.ndjson
+      warehouse-export | ctcli upload -
+      ctcli upload users.csv --identity-column customer_id
+      ctcli upload --dry-run --show-records --limit 5 events.ndjson
+      ctcli upload --identity alice@example.com --set Name=Alice --set Plan=pro
     """
     if set_ and not identity:
         raise UsageError("--set needs --identity (the profile to update)")
@@ -496,7 +513,9 @@ def delete(
     ctx: typer.Context,
     identities: Annotated[
         list[str] | None,
-        typer.Argument(metavar="[IDENTITY]...", help="Identities of the profiles to delete."),
+        typer.Argument(
+            metavar="IDENTITY", help="Identities of the profiles to delete.", show_default=False
+        ),
     ] = None,
     file: Annotated[
         list[str] | None,
@@ -508,7 +527,13 @@ def delete(
     *,
     common: CommonOptions,
 ) -> None:
-    """Delete profiles by identity, or every event's profile from --file (Delete User)."""
+    """Delete profiles by identity, or every event's profile from --file (Delete User).
+
+    \b
+    Examples:
+      ctcli delete alice@example.com bob@example.com     # asks first on a terminal
+      ctcli delete --yes --file closed-accounts.ndjson
+    """
     identities = identities or []
     files = file or []
     from ctcli.models import InputItem
@@ -539,7 +564,7 @@ def replay(
     ctx: typer.Context,
     files: Annotated[
         list[str] | None,
-        typer.Argument(metavar="[FILE|-]...", help="Event files (NDJSON, JSON, gzip); - is stdin."),
+        typer.Argument(metavar="FILE|-", help="Event files (NDJSON, JSON, gzip); - is stdin."),
     ] = None,
     list_subscriptions: Annotated[
         bool,
@@ -554,6 +579,13 @@ def replay(
 
     identify -> User Upload; "Delete User" track events -> Delete User; unmatched -> skipped.
     Profile tables (CSV, TSV, Parquet) are not event streams: they go to upload.
+
+    \b
+    Examples:
+      ctcli replay --sandbox sample_events/events.ndjson
+      ctcli replay -p prod --state events.state --failed failed.ndjson export.ndjson
+      ctcli replay -p prod --failed failed-again.ndjson failed.ndjson   # re-drive failures
+      ctcli replay --list-subscriptions -p prod
     """
     if list_subscriptions:
         _print_subscriptions(common)

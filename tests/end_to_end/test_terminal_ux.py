@@ -131,3 +131,15 @@ def test_a_back_off_is_shown_above_the_progress_line_with_why_and_how_long(tmp_p
     backoffs = [line for line in lines if line.startswith("ctcli: backing off ")]
     pattern = r"ctcli: backing off \d+\.\d s \(retry \d/5\): HTTP 503 Service Unavailable"
     assert backoffs and all(re.fullmatch(pattern, line) for line in backoffs)
+
+
+def test_a_terminal_lists_a_screenful_of_failures_then_says_how_to_see_all(tmp_path):
+    source = write_events(tmp_path / "many.ndjson", 3000, 2)  # 1,500 invalid
+    status, raw = on_a_terminal(["upload", "--dry-run", source.name], tmp_path, columns=100)
+    assert status == 1
+    lines = screen_lines(raw)
+    rows = [line for line in lines if re.match(r"│ \d+ +│", line)]
+    assert 10 <= len(rows) <= 40 - 12  # a screenful of a 40-line terminal
+    hidden = f"{1500 - len(rows):,} more failed and invalid events not listed: --show failed"
+    assert any(hidden in line for line in lines)
+    assert any(line.startswith("  1,500 invalid: Phone ... is not") for line in lines)
