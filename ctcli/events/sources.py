@@ -6,11 +6,16 @@ Formats are told apart by content, never by file name:
 - NDJSON: one JSON value per line, streamed in constant memory. Blank lines are skipped but counted,
   so `line` is always the file's own line number, and `end_offset` is the byte offset just past the
   line (what a checkpoint stores and `start_offset` resumes from).
-- A JSON array of objects, or a single JSON object (pretty-printed over many lines): read whole;
-  `line` is the 1-based position of the item.
+- A JSON array of objects, or a single JSON object (pretty-printed over many lines); `line` is
+  the 1-based position of the item.
 - A Segment batch envelope `{"batch": [...]}`: its items, numbered by position. One per line in an
   NDJSON file is allowed too; positions then run on across the envelopes, and only an envelope's
   last item carries the line's `end_offset` (so a checkpoint never lands inside an envelope).
+- An array or envelope longer than 1 MiB (or on a first line longer than that) is read item by
+  item, in memory that does not grow with it (`_StreamedDocument`); a shorter document is parsed
+  whole. Either way its items are the same; only a broken document differs: parsed whole, it is
+  one invalid item; streamed, the items before the break are read and the break is one invalid
+  item at the position where it happened.
 - A line of a `--failed` file: the original event is taken back out of it.
 
 Bad content never raises: it becomes an InputItem with `error` set. Only a file that cannot be
@@ -31,10 +36,11 @@ import itertools
 import json
 import math
 import os
+import re
 import stat
 import sys
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from typing import Any, BinaryIO
 
 import orjson
@@ -65,6 +71,22 @@ _LEGACY_FAILED_KEYS = frozenset(
 _EXACT = object()  # marks a line that needs the standard library's parser
 SKIPPED = InputItem("", 0, None)  # an item passed over unparsed: see read_source's `skip`
 _MAX_DIGITS = sys.get_int_max_str_digits()
+# A JSON document (array, envelope) or a first line longer than this is read item by item (see
+# _StreamedDocument); a shorter one is parsed whole, and a broken one is one invalid item.
+_STREAMED_FROM = _BUFFER_SIZE
+_CHUNK = 1 << 20  # what a streamed document reads at a time
+_RAW_LIMIT = 1024  # of the text at a break in a streamed document, kept as its raw text
+_TRIES = 16  # spans orjson is asked about for one object item before it is scanned
+_SKIPS = 64  # "}"s passed over as unbalanced before orjson is asked about one all the same
+# _DIGIT_MAP that also maps "}" and "]" to "}": where brackets (in strings too) balance.
+_SHAPE_MAP = bytes(125 if i in (93, 125) else code for i, code in enumerate(_DIGIT_MAP))
+# A "}" that may end an object item: followed by the "," before the next object, or by the "]".
+_OBJECT_END = re.compile(rb"\}[ \t\r\n]*+(?:,[ \t\r\n]*+(?=\{)|\])")
+_SPACE = re.compile(rb"[ \t\r\n]*+")
+_STRUCTURE = re.compile(rb'["\[\]{}]')
+_STRING_REST = re.compile(rb'[^"\\]*+(?:\\.[^"\\]*+)*+"', re.DOTALL)  # after the opening quote
+_SCALAR = re.compile(rb'[^ \t\r\n,\[\]{}"]*+')  # a number or literal, or garbage to parse
+_STARTS_A_CHARACTER = bytes(i for i in range(256) if not 0x80 <= i < 0xC0)  # in UTF-8
 
 
 class _BadJSON(Exception):
@@ -308,14 +330,17 @@ def _batch_items(
 ) -> Iterator[InputItem]:
     last = position + len(batch)
     for number, value in enumerate(batch, position + 1):
-        end = end_offset if number == last else None
-        if (type(value) is dict or type(value) is list) and too_deep(value):
-            item = _too_deep_item(source, number, _deep_text(value), end)
-        else:
-            raw = None if type(value) is dict else _dumps_raw(value)
-            item = _to_item(source, number, value, end, raw)
+        item = _batch_item(source, number, value, end_offset if number == last else None)
         item.file_line = file_line  # items are numbered by position; a resume needs the line
         yield item
+
+
+def _batch_item(source: str, number: int, value: Any, end_offset: int | None) -> InputItem:
+    """The item for one value of an array or envelope, at position `number`."""
+    if (type(value) is dict or type(value) is list) and too_deep(value):
+        return _too_deep_item(source, number, _deep_text(value), end_offset)
+    raw = None if type(value) is dict else _dumps_raw(value)
+    return _to_item(source, number, value, end_offset, raw)
 
 
 def _ndjson(
@@ -324,8 +349,11 @@ def _ndjson(
     lineno: int,
     offset: int,
     skip: Callable[[], bool] | None = None,
+    position: int = 0,
 ) -> Iterator[InputItem]:
     """Items of NDJSON lines; `lineno` and `offset` are those just before the first line.
+
+    `position`: the items of batch envelopes before these lines (envelope items run on from it).
 
     `skip`, asked before each line: when it says so, a line that is surely one item is yielded
     as SKIPPED without being parsed (a parse worker passing over another worker's share).
@@ -336,7 +364,6 @@ def _ndjson(
     digit_map = _DIGIT_MAP
     long_run = _LONG_DIGIT_RUN
     item = InputItem
-    position = 0  # items of batch envelopes seen so far
     for data in lines:
         lineno += 1
         offset += len(data)
@@ -456,14 +483,29 @@ def _document(source: str, document: bytes, lineno: int, offset: int) -> Iterato
 
 
 def _detect(
-    source: str, stream: BinaryIO, lineno: int, skip: Callable[[], bool] | None = None
+    source: str,
+    stream: BinaryIO,
+    lineno: int,
+    skip: Callable[[], bool] | None = None,
+    *,
+    whole: bool = False,
 ) -> Iterator[InputItem]:
-    """Items of a stream read from its start, whatever its format."""
-    lines = iter(stream)
+    """Items of a stream read from its start, whatever its format.
+
+    A document, or a first line, longer than _STREAMED_FROM is streamed (`_StreamedDocument`);
+    `whole` reads it as a short one is read, whatever its size (what a streamed look hands back
+    when the document turned out to be neither an array nor an envelope).
+    """
+    limit = _STREAMED_FROM
     pending: list[bytes] = []  # lines read while deciding, handed on to whichever reader decides
     offset = 0
     first = b""
-    for data in lines:
+    cut = False  # a piece of pending is part of a line longer than `limit`
+    while True:
+        data = stream.readline() if whole else stream.readline(limit)
+        if not data:
+            break
+        cut = cut or (len(data) == limit and not data.endswith(b"\n"))
         if not pending and data.startswith(_BOM):
             data = data[len(_BOM) :]
             offset = len(_BOM)
@@ -474,14 +516,26 @@ def _detect(
     if not first:
         return
     opener = first.lstrip()[:1]
+    if cut:
+        if opener in (b"{", b"["):
+            yield from _StreamedDocument(source, stream, b"".join(pending), lineno, offset, skip)
+        else:  # one very long line: NDJSON, with its pieces put back together
+            yield from _ndjson(source, _unread(b"".join(pending), stream), lineno, offset, skip)
+        return
+    lines = iter(stream)
     if opener in (b"{", b"["):
         try:
             value = _parse(first)
         except _BadJSON as bad:
             if bad.at_end:
                 # A prefix of a value: the first line of a pretty-printed document.
-                pending.append(stream.read())
-                yield from _document(source, b"".join(pending), lineno, offset)
+                ahead = stream.read() if whole else stream.read(limit)
+                pending.append(ahead)
+                if whole or len(ahead) < limit:
+                    yield from _document(source, b"".join(pending), lineno, offset)
+                else:
+                    head = b"".join(pending)
+                    yield from _StreamedDocument(source, stream, head, lineno, offset, skip)
                 return
         else:
             if opener == b"[":
@@ -494,6 +548,486 @@ def _detect(
                     yield from _batch_items(source, value, 0, None)
                     return
     yield from _ndjson(source, itertools.chain(pending, lines), lineno, offset, skip)
+
+
+def _unread(head: bytes, stream: BinaryIO) -> BinaryIO:
+    """`stream` with `head`, bytes already read from it, put back in front."""
+    return io.BufferedReader(_Rewound(head, stream, owns=False), _BUFFER_SIZE)
+
+
+def _chars(data: bytes) -> int:
+    """How many characters UTF-8 `data` holds (bytes that start one), for error columns."""
+    if data.isascii():
+        return len(data)
+    return len(data) - len(data.translate(None, _STARTS_A_CHARACTER))
+
+
+class _StreamedDocument:
+    """The items of a large JSON document: an array, or a batch envelope, item by item.
+
+    Memory holds one item and a chunk, whatever the document's size. The document is read
+    through a window of bytes (`buf`, starting `base` bytes into the stream); each item's end is
+    found at depth 1, and its bytes go to `_parse` as an NDJSON line's would.
+
+    Finding the end fast: an object item ends at a "}" followed by the "," before the next
+    object or by the "]". The first such "}" whose span orjson takes is the item's end, because
+    no proper prefix of a JSON value is one too. orjson saying the span is cut short (an inner
+    object's "}") moves on, and from then on only a "}" where the brackets since the item's
+    start balance is tried, the first looked at 3/4 of the last item's length in; a span that
+    runs past the item's end makes orjson say where that end is. Anything else (orjson refusing
+    a span otherwise, a digit run orjson would get wrong, an item that is not an object) is
+    scanned byte by byte (`value_end`), and parsed as an NDJSON line is.
+
+    A bad item whose end is certain (bad UTF-8, NaN, a number out of range, nested too deeply)
+    is invalid alone and the items after it are read on, as an NDJSON line would be. A break in
+    the document itself (a syntax error, a cut) is one invalid item at the position where it
+    happened, and nothing after it is read: where later items start is no longer known.
+
+    An object is an envelope when it has a "batch" array and no "type" or "event" key before it;
+    any other object, or a document broken before its batch starts, is handed back to
+    `_detect(whole=True)` with every byte read so far, and so reads exactly as a short one does.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        stream: BinaryIO,
+        head: bytes,
+        lineno: int,
+        offset: int,
+        skip: Callable[[], bool] | None,
+    ) -> None:
+        self.source = source
+        self.stream = stream
+        self.lineno = lineno
+        self.skip = skip
+        self.start = offset  # where the document's bytes begin (past a BOM)
+        self.buf = head
+        self.shape = head.translate(_SHAPE_MAP)  # digit runs and brackets
+        self.base = offset  # where `buf` begins in the stream, in bytes
+        self.lines = 0  # newlines before `buf`
+        self.columns = 0  # characters between the last of them and `buf`
+        self.eof = False
+        self.hold = False  # keep every byte: the document may yet be handed back whole
+        self.read1: Callable[[int], bytes] = getattr(stream, "read1", stream.read)
+
+    def __iter__(self) -> Iterator[InputItem]:
+        first = self.space(self.base)
+        assert first is not None  # _detect saw a "[" or "{"
+        if self.byte(first) == ord("["):
+            done = yield from self.items(0, first + 1)
+            if done is not None:
+                yield from self.after(*done)
+        else:
+            yield from self.envelope(first)
+
+    # --- the window ------------------------------------------------------------------------
+
+    def more(self, keep: int) -> bool:
+        """Read on, dropping the bytes before stream offset `keep`; False at the end."""
+        if self.eof:
+            return False
+        drop = 0 if self.hold else keep - self.base
+        kept = len(self.buf) - drop
+        chunk = self.read1(_CHUNK)
+        if chunk and kept > _CHUNK:
+            # An item longer than a chunk: read as much again, so that it grows in linear time.
+            pieces = [chunk]
+            size = len(chunk)
+            while size < kept:
+                piece = self.read1(_CHUNK)
+                if not piece:
+                    break
+                pieces.append(piece)
+                size += len(piece)
+            chunk = b"".join(pieces)
+        if not chunk:
+            self.eof = True
+            return False
+        if drop:
+            dropped = self.buf[:drop]
+            newline = dropped.rfind(b"\n")
+            if newline < 0:
+                self.columns += _chars(dropped)
+            else:
+                self.lines += dropped.count(b"\n")
+                self.columns = _chars(dropped[newline + 1 :])
+            self.buf = self.buf[drop:] + chunk
+            self.shape = self.shape[drop:] + chunk.translate(_SHAPE_MAP)
+            self.base = keep
+        else:
+            self.buf += chunk
+            self.shape += chunk.translate(_SHAPE_MAP)
+        return True
+
+    def byte(self, at: int) -> int:
+        return self.buf[at - self.base]
+
+    def end(self) -> int:
+        """The stream offset just past the bytes read so far."""
+        return self.base + len(self.buf)
+
+    def take(self, start: int, end: int) -> bytes:
+        return self.buf[start - self.base : end - self.base]
+
+    def space(self, at: int) -> int | None:
+        """The offset of the first byte from `at` on that is not whitespace; None at the end."""
+        scanned = at
+        while True:
+            spaces = _SPACE.match(self.buf, scanned - self.base)
+            assert spaces is not None  # it matches nothing at worst
+            found = spaces.end() + self.base
+            if found < self.end():
+                return found
+            scanned = found
+            if not self.more(at):
+                return None
+
+    def where(self, at: int) -> tuple[int, int]:
+        """The 1-based line and column of stream offset `at` (columns in characters)."""
+        index = at - self.base
+        newline = self.buf.rfind(b"\n", 0, index)
+        line = self.lines + self.buf.count(b"\n", 0, index) + 1
+        if newline < 0:
+            return line, self.columns + _chars(self.buf[:index]) + 1
+        return line, _chars(self.buf[newline + 1 : index]) + 1
+
+    # --- values scanned byte by byte -------------------------------------------------------
+
+    def string_end(self, at: int, keep: int | None = None) -> int | None:
+        """Just past the string whose quote is at `at`; None when the stream ends inside it.
+        Reading on keeps the bytes from `keep` (the value it is part of) or else from `at`."""
+        while True:
+            found = _STRING_REST.match(self.buf, at - self.base + 1)
+            if found is not None:
+                return found.end() + self.base
+            if not self.more(at if keep is None else keep):
+                return None
+
+    def value_end(self, at: int) -> int | None:
+        """Just past the value starting at `at`, told by its structure alone; None when the
+        stream ends inside it. A closing bracket that does not match ends it there: parsing
+        it then says what is wrong."""
+        opener = self.byte(at)
+        if opener == ord('"'):
+            return self.string_end(at)
+        if opener not in (ord("{"), ord("[")):  # a number, true, false, null, or garbage
+            while True:
+                scalar = _SCALAR.match(self.buf, at - self.base)
+                assert scalar is not None  # it matches nothing at worst
+                end = scalar.end() + self.base
+                if end < self.end() or not self.more(at):
+                    return end
+        closers = bytearray()
+        scanned = at
+        while True:
+            found = _STRUCTURE.search(self.buf, scanned - self.base)
+            if found is None:
+                scanned = self.end()
+                if not self.more(at):
+                    return None
+                continue
+            mark = found.start() + self.base
+            char = self.buf[found.start()]
+            if char == ord('"'):
+                string_end = self.string_end(mark, keep=at)
+                if string_end is None:
+                    return None
+                scanned = string_end
+            elif char == ord("{"):
+                closers.append(ord("}"))
+                scanned = mark + 1
+            elif char == ord("["):
+                closers.append(ord("]"))
+                scanned = mark + 1
+            elif closers.pop() != char or not closers:
+                return mark + 1  # its end, or a bracket that does not match: broken here
+            else:
+                scanned = mark + 1
+
+    # --- what is not an array ----------------------------------------------------------------
+
+    def envelope(self, first: int) -> Iterator[InputItem]:
+        """The items of the object at `first` if it is a batch envelope; else the object whole."""
+        self.hold = True
+        named = False  # a "type" or "event" key: an event, not an envelope
+        at = first + 1
+        while True:
+            key_at = self.space(at)
+            if key_at is None or self.byte(key_at) != ord('"'):
+                break
+            key_end = self.string_end(key_at)
+            if key_end is None:
+                break
+            try:
+                key = _parse(self.take(key_at, key_end))
+            except _BadJSON:
+                break
+            colon = self.space(key_end)
+            if colon is None or self.byte(colon) != ord(":"):
+                break
+            value_at = self.space(colon + 1)
+            if value_at is None:
+                break
+            if key == "batch" and not named and self.byte(value_at) == ord("["):
+                self.hold = False
+                done = yield from self.items(0, value_at + 1)
+                if done is not None:
+                    yield from self.envelope_end(*done)
+                return
+            value_end = self.value_end(value_at)
+            if value_end is None:
+                break
+            try:
+                _parse(self.take(value_at, value_end))
+            except _BadJSON:
+                break  # a broken document says so as a short one does
+            named = named or key in ("type", "event")
+            comma = self.space(value_end)
+            if comma is None or self.byte(comma) != ord(","):
+                break
+            at = comma + 1
+        # Not an envelope, or broken before its batch: read as a short document is.
+        assert self.base == self.start  # every byte was held
+        head = self.buf if self.start == 0 else _BOM + self.buf
+        stream = _unread(head, self.stream)
+        yield from _detect(self.source, stream, self.lineno, self.skip, whole=True)
+
+    def envelope_end(self, number: int, at: int) -> Iterator[InputItem]:
+        """What follows an envelope's batch (more keys, the "}"): any fault in it is an invalid
+        item after the batch's last."""
+        source = self.source
+        while True:
+            mark = self.space(at)
+            if mark is None:
+                yield self.broken(number + 1, self.end(), "expecting ',' delimiter")
+                return
+            char = self.byte(mark)
+            if char == ord("}"):
+                yield from self.after(number, mark + 1)
+                return
+            if char != ord(","):
+                yield self.broken(number + 1, mark, "expecting ',' delimiter")
+                return
+            key_at = self.space(mark + 1)
+            if key_at is None or self.byte(key_at) != ord('"'):
+                reason = "expecting property name enclosed in double quotes"
+                yield self.broken(number + 1, self.end() if key_at is None else key_at, reason)
+                return
+            key_end = self.string_end(key_at)
+            data = self.take(key_at, self.end() if key_end is None else key_end)
+            try:
+                key = _parse(data)
+            except _BadJSON as bad:
+                yield InputItem(source, number + 1, None, self.moved(bad, key_at), _line_text(data))
+                return
+            if key in ("type", "event", "batch"):
+                # Its items went out as events already; a short document would be one event
+                # (or, for a second "batch", the items of that one).
+                line, column = self.where(key_at)
+                what = 'a second "batch" key' if key == "batch" else f'a "{key}" key after "batch"'
+                error = f"invalid batch envelope: {what} at line {line} column {column}"
+                yield InputItem(source, number + 1, None, error, _line_text(data))
+                return
+            assert key_end is not None
+            colon = self.space(key_end)
+            if colon is None or self.byte(colon) != ord(":"):
+                mark = self.end() if colon is None else colon
+                yield self.broken(number + 1, mark, "expecting ':' delimiter")
+                return
+            value_at = self.space(colon + 1)
+            if value_at is None:
+                yield self.broken(number + 1, self.end(), "expecting value")
+                return
+            value_end = self.value_end(value_at)
+            data = self.take(value_at, self.end() if value_end is None else value_end)
+            try:
+                _parse(data)
+            except _BadJSON as bad:
+                error = self.moved(bad, value_at)
+                yield InputItem(source, number + 1, None, error, _line_text(data))
+                return
+            assert value_end is not None
+            at = value_end
+
+    def after(self, number: int, at: int) -> Iterator[InputItem]:
+        """What follows the document, which ended just before `at`: on its last line, nothing;
+        on the lines after it, NDJSON (say, more envelopes), positions running on from the
+        document's `number` items."""
+        found = self.space(at)
+        if found is None:
+            return
+        newline = self.buf.find(b"\n", at - self.base, found - self.base)
+        if newline < 0:
+            yield self.broken(number + 1, found, "extra data")
+            return
+        line = self.where(at)[0]
+        rest = _unread(self.buf[newline + 1 :], self.stream)
+        offset = self.base + newline + 1
+        yield from _ndjson(self.source, rest, self.lineno + line, offset, self.skip, number)
+
+    # --- items -----------------------------------------------------------------------------
+
+    def moved(self, bad: _BadJSON, start: int) -> str:
+        """What is wrong with a value starting at `start`, placed in the document."""
+        if bad.line is None or bad.column is None:
+            return bad.for_line()
+        line, column = self.where(start)
+        if bad.line == 1:
+            column += bad.column - 1
+        else:
+            line, column = line + bad.line - 1, bad.column
+        return _BadJSON(bad.kind, bad.reason, line, column).for_document()
+
+    def broken(self, number: int, at: int, reason: str) -> InputItem:
+        """The invalid item for a break at `at`: the text there, to the end of its line, is
+        its raw text (at most _RAW_LIMIT bytes)."""
+        while self.end() - at < _RAW_LIMIT and self.more(at):
+            pass
+        line, column = self.where(at)
+        rest = self.take(at, at + _RAW_LIMIT)
+        raw = _line_text(rest.split(b"\n", 1)[0])
+        error = _BadJSON("JSON", reason, line, column).for_document()
+        return InputItem(self.source, number, None, error, raw)
+
+    def items(self, number: int, at: int) -> Generator[InputItem, None, tuple[int, int] | None]:
+        """Items of the array whose "[" is just before `at`, numbered on from `number`.
+
+        Returns the last item's number and the offset just past the "]"; None after a break.
+        """
+        source = self.source
+        loads = orjson.loads
+        decode_error = orjson.JSONDecodeError
+        object_end = _OBJECT_END.search
+        long_run = _LONG_DIGIT_RUN
+        start = self.space(at)
+        if start is None:
+            yield self.broken(number + 1, self.end(), "expecting value")
+            return None
+        if self.byte(start) == ord("]"):
+            return number, start + 1
+        # Where the next digit run is: looked for once from `run_from` to `run_to`, it serves
+        # every item in that span (-1: there is none), so that a window is searched once.
+        run = -1
+        run_from = run_to = 0
+        # Once an item has held inner objects (say, "products": [{...}, {...}]), their "}"s
+        # would each cost a parse: from then on a "}" is only tried where the brackets balance,
+        # and the first looked at is `hint` bytes in (3/4 of the last item's length).
+        nested = False
+        hint = 0
+        while True:
+            number += 1
+            end_at: int | None = None
+            value: Any = _EXACT
+            if self.byte(start) == ord("{"):
+                # The hot path: per object item, one search and one orjson call, in a window
+                # of bytes held in locals (they change only when more is read).
+                buf, shape, base = self.buf, self.shape, self.base
+                first = counted = start - base  # the item's "{"; brackets counted up to `counted`
+                search = first + hint if nested else first  # where its "}" is looked for
+                opened = closed = tries = skips = 0
+                while True:
+                    found = object_end(buf, search)
+                    if found is None:
+                        # Only the last "}" can still turn out an end, once more bytes come.
+                        last = buf.rfind(b"}", min(search, len(buf)))
+                        search = len(buf) if last < 0 else last
+                        if not self.more(first + base):
+                            break
+                        search -= self.base - base
+                        counted -= self.base - base
+                        buf, shape, base = self.buf, self.shape, self.base
+                        first = start - base
+                        continue
+                    end = found.start() + 1
+                    if nested and skips < _SKIPS:
+                        # A string holding a bracket only costs a few more tries.
+                        opened += shape.count(b"{", counted, end)
+                        closed += shape.count(b"}", counted, end)
+                        counted = search = end
+                        if opened != closed:
+                            skips += 1
+                            continue
+                    if start < run_from or end + base > run_to or 0 <= run < start:
+                        run = shape.find(long_run, first)
+                        run = run + base if run >= 0 else -1
+                        run_from, run_to = start, base + len(buf)
+                    if 0 <= run < end + base:
+                        break
+                    try:
+                        value = loads(buf[first:end])
+                    except decode_error as exc:
+                        if tries == _TRIES:
+                            break
+                        tries += 1
+                        if exc.pos == end - first:  # cut short: an inner object's "}"
+                            if not nested:
+                                nested = True
+                                opened = shape.count(b"{", first, end)
+                                closed = shape.count(b"}", first, end)
+                                counted = end
+                            search = end
+                            continue
+                        if exc.msg == "unexpected content after document":
+                            # Past the end, which orjson found: just before its `pos`.
+                            end = first + len(buf[first : first + exc.pos].rstrip())
+                            try:
+                                value = loads(buf[first:end])
+                            except decode_error:
+                                break
+                            end_at = end + base
+                            hint = (end - first) * 3 // 4
+                        break
+                    if shape.count(b"{", first, end) > MAX_DEPTH and too_deep(value):
+                        yield _too_deep_item(source, number, _deep_text(value), None)
+                    elif "status" in value:
+                        yield _to_item(source, number, value, None, None)
+                    else:
+                        yield InputItem(source, number, value)
+                    hint = (end - first) * 3 // 4
+                    first = counted = search = found.end()
+                    if buf[first - 1] == ord("]"):
+                        return number, first + base
+                    number += 1  # the lookahead saw the next object's "{" at `first`
+                    start = first + base
+                    if nested:
+                        search += hint
+                    opened = closed = tries = skips = 0
+            if end_at is not None:
+                # Its end came from orjson: what follows it is checked below.
+                if shape.count(b"{", first, end) > MAX_DEPTH and too_deep(value):
+                    yield _too_deep_item(source, number, _deep_text(value), None)
+                else:
+                    yield _to_item(source, number, value, None, None)
+            else:
+                # Byte by byte: where the item ends, then what it is.
+                end_at = self.value_end(start)
+                data = self.take(start, self.end() if end_at is None else end_at)
+                try:
+                    value = _parse(data)
+                except _BadJSON as bad:
+                    yield InputItem(source, number, None, self.moved(bad, start), _line_text(data))
+                    if bad.kind == "JSON" and bad.pos is not None:
+                        return None  # a syntax error: where the next item starts is not known
+                else:
+                    yield _batch_item(source, number, value, None)
+            if end_at is None:
+                return None  # the stream ended inside the item: it was invalid
+            after = self.space(end_at)
+            if after is None:
+                yield self.broken(number + 1, self.end(), "expecting ',' delimiter")
+                return None
+            char = self.byte(after)
+            if char == ord("]"):
+                return number, after + 1
+            if char != ord(","):
+                yield self.broken(number + 1, after, "expecting ',' delimiter")
+                return None
+            start_at = self.space(after + 1)
+            if start_at is None or self.byte(start_at) == ord("]"):
+                yield self.broken(number + 1, start_at or self.end(), "expecting value")
+                return None
+            start = start_at
 
 
 class _Rewound(io.RawIOBase):
