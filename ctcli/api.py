@@ -97,6 +97,9 @@ def run(
     identity_column: str | None = None,
     limit: int | None = None,
     show_records: bool = False,
+    changes: str | os.PathLike[str] | None = None,
+    delete_missing: bool = False,
+    max_deletes: str | int | None = None,
     on_result: Callable[[Result], None] | None = None,
     stop: threading.Event | None = None,
     env: Mapping[str, str] | None = None,
@@ -116,9 +119,12 @@ def run(
     `env` replaces os.environ for every lookup. Setting `stop` ends the run gracefully: nothing
     new is sent, and what settled is reported and saved. `limit` reads only the first N
     events; `show_records` (with `dry_run`) gives each result the record it would send, in
-    `Result.record`. Warnings go to the "ctcli" logger.
+    `Result.record`. `changes` is the --changes database (send only what changed since
+    CleverTap last took it); `delete_missing` deletes what it knows and this snapshot lacks, up
+    to `max_deletes` (a count, or a share such as "2%"; default 1%). Warnings go to the "ctcli"
+    logger.
     """
-    from ctcli.job import RunSettings, execute
+    from ctcli.job import DEFAULT_MAX_DELETES, RunSettings, execute
 
     mode = Mode(mode)
     if (project_id is None) != (passcode is None):
@@ -149,6 +155,9 @@ def run(
         identity_column=identity_column,
         limit=limit,
         show_records=show_records,
+        changes_path=os.fspath(changes) if changes is not None else None,
+        delete_missing=delete_missing,
+        max_deletes=str(max_deletes) if max_deletes is not None else DEFAULT_MAX_DELETES,
     )
 
     report = front.results

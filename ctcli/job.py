@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from ctcli.config import Credentials, Profile, permission_warning, resolve_profile
 from ctcli.delivery.checkpoints import StateFile
@@ -24,6 +24,27 @@ from ctcli.errors import InputError, UsageError
 from ctcli.events.subscriptions import Subscription, build_subscriptions, route
 from ctcli.events.workers import read_prepared, worth_a_worker
 from ctcli.models import Action, FieldMapping, InputItem, Mode, Result
+
+DEFAULT_MAX_DELETES = "1%"  # --delete-missing deletes at most this many unless told otherwise
+
+
+def deletes_allowed(max_deletes: str, known: int) -> int:
+    """How many deletes `max_deletes` ("500" or "2%" of the `known` identities) allows."""
+    text = max_deletes.strip()
+    try:
+        if text.endswith("%"):
+            share = float(text[:-1])
+            if not 0 <= share <= 100:
+                raise ValueError
+            return int(known * share / 100)
+        count = int(text)
+        if count < 0:
+            raise ValueError
+        return count
+    except ValueError:
+        raise UsageError(
+            f"--max-deletes {max_deletes!r}: give a number of profiles (500) or a share (2%)"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -50,6 +71,12 @@ class RunSettings:
     identity_column: str | None = None
     limit: int | None = None  # read only the first N events of the input (a trial run)
     show_records: bool = False  # a dry run's results carry the record each event would be
+    # --changes DB: send only what changed since CleverTap last accepted each identity;
+    # --delete-missing: delete the identities the DB knows that this snapshot lacks, unless
+    # more than `max_deletes` ("N" or "N%") would go.
+    changes_path: str | None = None
+    delete_missing: bool = False
+    max_deletes: str = DEFAULT_MAX_DELETES
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", Mode(self.mode))  # "upload" as well as Mode.UPLOAD
@@ -57,6 +84,17 @@ class RunSettings:
             raise UsageError(f"the limit must be 1 or more events, not {self.limit}")
         if self.show_records and not self.dry_run:
             raise UsageError("--show-records shows what a --dry-run would send: add --dry-run")
+        if self.changes_path and self.dry_run:
+            raise UsageError(
+                "--changes compares what is sent with what CleverTap took: not a dry run"
+            )
+        if self.changes_path and self.mode is Mode.DELETE:
+            raise UsageError("--changes is for upload and replay")
+        if self.delete_missing and not self.changes_path:
+            raise UsageError("--delete-missing needs --changes DB (what the last snapshots held)")
+        if self.delete_missing and self.limit is not None:
+            raise UsageError("--delete-missing needs the whole snapshot: no --limit")
+        deletes_allowed(self.max_deletes, 0)  # a malformed value is an error up front
         from ctcli.events.tables import FORMATS
 
         if self.format not in FORMATS:
@@ -338,6 +376,14 @@ def execute(
             state.lock()
             stack.callback(state.unlock)
             state.load()
+        changes = None
+        changes_run = 0
+        if settings.changes_path:
+            from ctcli.delivery.changes import Fingerprints
+
+            changes = Fingerprints(settings.changes_path).open()
+            stack.callback(changes.close)
+            changes_run = changes.begin_run()
         ledger = Ledger(
             sink,
             failed=failed,
@@ -392,6 +438,8 @@ def execute(
                 # A copy: the pipeline adds failures when known, the failed file when written.
                 watched=set(failed.failed_identities) if failed is not None else None,
                 show_records=settings.show_records,
+                changes=changes,
+                changes_run=changes_run,
             ),
             stop=stop,
             on_idle=ledger.flush,
@@ -399,7 +447,73 @@ def execute(
             # in flight, not a second's worth of settled work.
             on_delivered=(lambda: ledger.checkpoint(durable=False)) if state is not None else None,
         )
-        return pipeline.run(items)
+        summary = pipeline.run(items)  # a read error raises: the snapshot was not complete
+        if changes is None:
+            return summary
+        complete = not (summary.interrupted or summary.refusal) and settings.limit is None
+        if settings.delete_missing and complete:
+            missing = changes.missing(changes_run)
+            allowed = deletes_allowed(settings.max_deletes, changes.stats()["identities"])
+            if len(missing) > allowed:
+                changes.end_run(changes_run, complete=True)
+                raise UsageError(
+                    f"--delete-missing would delete {len(missing):,} profiles absent from this "
+                    f"snapshot, more than --max-deletes {settings.max_deletes} allows "
+                    f"({allowed:,}): nothing deleted"
+                )
+            if missing:
+                _delete_missing(missing, settings, sender, ledger, stop, changes, summary)
+        changes.end_run(changes_run, complete=complete)
+        return summary
+
+
+MISSING_SOURCE = "<missing>"  # results of --delete-missing: numbered from 1, in identity order
+
+
+def _delete_missing(
+    missing: Sequence[str],
+    settings: RunSettings,
+    sender: Sender | None,
+    ledger: Ledger,
+    stop: threading.Event,
+    changes: Any,
+    summary: Summary,
+) -> None:
+    """Delete User for each identity the snapshot lacks; results and counts join `summary`."""
+    mapping = FieldMapping(convert_timestamps=settings.convert_timestamps)
+    fixed = [command_subscription(Action.DELETE, mapping)]
+    items = [
+        InputItem(MISSING_SOURCE, position, {"userId": identity})
+        for position, identity in enumerate(missing, start=1)
+    ]
+    deletes = Pipeline(
+        router=lambda item: fixed,
+        sender=sender,
+        sink=ledger.record,
+        options=PipelineOptions(
+            batch_size=settings.batch_size,
+            concurrency=settings.concurrency,
+            default_action="delete",
+            changes=changes,
+        ),
+        stop=stop,
+        on_idle=ledger.flush,
+    )
+    more = deletes.run(ledger.unfiled(items))
+    summary.events += more.events
+    summary.add_counts(more.counts())
+    summary.requests = more.requests  # the client's counts: this pipeline read them last
+    summary.retries = more.retries
+    summary.seconds += more.seconds
+    summary.interrupted = summary.interrupted or more.interrupted
+    summary.refusal = summary.refusal or more.refusal
+    summary.credentials_refused = summary.credentials_refused or more.credentials_refused
+    summary.unreachable = summary.unreachable or more.unreachable
+    for action, counts in more.by_action.items():
+        merged = summary.by_action.setdefault(action, {})
+        for status, count in counts.items():
+            merged[status] = merged.get(status, 0) + count
+    summary.reasons += more.reasons
 
 
 def open_sender(

@@ -14,6 +14,7 @@ class Status(StrEnum):
     SKIPPED = "skipped"
     DRY_RUN = "dry-run"
     SUPERSEDED = "superseded"  # a re-driven failure whose effect later delivered events replaced
+    UNCHANGED = "unchanged"  # --changes: CleverTap holds this record already; nothing was sent
 
 
 class Action(StrEnum):

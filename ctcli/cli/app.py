@@ -15,6 +15,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from ctcli import __version__
 from ctcli.cli import send as cli_events
+from ctcli.cli.changes import changes
 from ctcli.cli.configure import configure
 from ctcli.cli.exits import exit_status_of_error, is_full_or_broken_output
 from ctcli.cli.sandbox import sandbox
@@ -158,6 +159,7 @@ for _name, _command in (
     ("delete", cli_events.delete),
     ("replay", cli_events.replay),
     ("sandbox", sandbox),
+    ("changes", changes),
     ("version", version_command),
 ):
     app.command(_name, cls=_PlainHelpCommand)(_command)

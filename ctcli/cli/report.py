@@ -29,6 +29,7 @@ STATUS_STYLES = {
     Status.SKIPPED: "dim",
     Status.DRY_RUN: "cyan",
     Status.SUPERSEDED: "magenta",
+    Status.UNCHANGED: "dim",
 }
 
 

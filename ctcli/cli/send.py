@@ -80,6 +80,9 @@ class CommonOptions:
     show_records: bool = False
     verbose: int = 0
     quiet: bool = False
+    changes: str | None = None
+    delete_missing: bool = False
+    max_deletes: str | None = None
     environment: Environment = field(default_factory=Environment)
 
 
@@ -137,6 +140,20 @@ _COMMON = [
     ("limit", int | None, None, typer.Option(
         "--limit", min=1, metavar="N", help="Read only the first N events (a trial run)."
     )),
+    ("changes", str | None, None, typer.Option(
+        "--changes", metavar="DB",
+        help="Send only what changed since CleverTap last took each profile (a SQLite file of "
+        "fingerprints; created if missing). Unchanged rows are reported unchanged.",
+    )),
+    ("delete_missing", bool, False, typer.Option(
+        "--delete-missing",
+        help="With --changes: delete the profiles the DB knows that this complete snapshot "
+        "lacks (after it was read to the end).",
+    )),
+    ("max_deletes", str | None, None, typer.Option(
+        "--max-deletes", metavar="N|N%",
+        help="--delete-missing refuses (exit 2, nothing deleted) past this many (default 1%).",
+    )),
     ("verbose", int, 0, typer.Option(
         "--verbose", "-v", count=True, show_default=False,
         help="-v: one line per request on stderr (path, records, answer, ms, retries and "
@@ -149,7 +166,7 @@ _COMMON = [
 
 # Options that mean nothing for a command, left out of its --help and its signature.
 _NOT_FOR = {
-    "delete": {"no_convert_timestamps", "show_records"},
+    "delete": {"no_convert_timestamps", "show_records", "changes", "delete_missing", "max_deletes"},
 }
 
 
@@ -281,6 +298,9 @@ def _run(
                 identity_column=identity_column,
                 limit=common.limit,
                 show_records=common.show_records,
+                changes=common.changes,
+                delete_missing=common.delete_missing,
+                max_deletes=common.max_deletes,
                 stop=stop,
                 front_end=front_end,
             )

@@ -360,6 +360,7 @@ def is_settled(result: Result, failed_written: bool) -> bool:
         or status is Status.INVALID
         or status is Status.SKIPPED
         or status is Status.SUPERSEDED
+        or status is Status.UNCHANGED
     ):
         return True
     if status is Status.FAILED:

@@ -14,7 +14,7 @@ import secrets
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from ctcli.delivery.ordering import Batch, Scheduler, Work, decoded
 from ctcli.errors import CredentialsRejected, Unreachable
+from ctcli.events.actions import is_operator as _is_operator
 from ctcli.events.prepare import Router, prepare
 from ctcli.models import Action, InputItem, Outcome, Result, Status
 
@@ -58,6 +59,10 @@ class PipelineOptions:
     # supersedes. None: nobody is keeping failures (no failed file).
     watched: set[str] | None = None
     show_records: bool = False  # a dry run's results carry the record each event would be
+    # --changes: what CleverTap accepted before, per identity and attribute; records are cut to
+    # what changed when they are sent, and unchanged ones are not sent at all.
+    changes: ChangeMemory | None = None
+    changes_run: int = 0  # the run number identities are marked seen in (--delete-missing)
     now: Callable[[], float] = time.time
 
 
@@ -120,6 +125,7 @@ class Summary:
     skipped: int = 0
     dry_run: int = 0
     superseded: int = 0
+    unchanged: int = 0
     requests: int = 0
     retries: int = 0
     seconds: float = 0.0
@@ -169,6 +175,18 @@ def new_run_id(started_at: float) -> str:
 
 def _count_field(status: Status) -> str:
     return status.value.replace("-", "_")
+
+
+class ChangeMemory(Protocol):
+    """What the pipeline needs of a fingerprint store (ctcli.delivery.changes.Fingerprints)."""
+
+    def known(self, identities: Sequence[str]) -> dict[str, dict[str, bytes]]: ...
+
+    def accepted(self, records: Sequence[tuple[str, Mapping[str, Any]]]) -> None: ...
+
+    def forget(self, identities: Sequence[str]) -> None: ...
+
+    def seen(self, identities: Sequence[str], run: int) -> None: ...
 
 
 class ResultSink(Protocol):
@@ -237,6 +255,8 @@ class Pipeline:
         # flat however slow one request is, and a killed run re-sends little.
         self._max_unsettled = options.max_waiting_events or (self._max_out + 2) * options.batch_size
         self._watched = options.watched  # identities whose failures a later delivery supersedes
+        self._changes = options.changes
+        self._changes_run = options.changes_run
         self._dry_run = options.dry_run
         # Why nothing more is sent: the credentials were refused, or CleverTap is out of reach.
         self._refused: CredentialsRejected | Unreachable | None = None
@@ -443,9 +463,75 @@ class Pipeline:
             if self._refused is not None:
                 self._fail_batch(batch, self._refused_code(), self._refused_reason())
                 continue
+            if (
+                self._changes is not None
+                and batch.action is Action.UPLOAD
+                and not self._only_what_changed(batch)
+            ):
+                continue  # everything in it was unchanged: nothing to send
             assert self._executor is not None and self._sender is not None
             self._in_flight += 1
             self._executor.submit(self._send, batch)
+
+    def _only_what_changed(self, batch: Batch) -> bool:
+        """Cut each record to the attributes CleverTap does not hold yet; settle unchanged ones.
+
+        Done when the batch goes, not when events are read: by then every earlier record of
+        each identity has its answer, so the memory is what CleverTap holds. False when
+        nothing is left to send.
+        """
+        from ctcli.delivery.changes import fingerprint
+
+        memory = self._changes
+        assert memory is not None
+        identities = [work.identity for work in batch.works]
+        memory.seen(identities, self._changes_run)
+        known = memory.known(identities)
+        now = time.monotonic()
+        left: list[Work] = []
+        for work in batch.works:
+            prints = known.get(work.identity)
+            record = decoded(work.payload)
+            profile = record["profileData"]
+            if prints:
+                changed = {
+                    key: value
+                    for key, value in profile.items()
+                    if prints.get(key) != fingerprint(value) or _is_operator(value)
+                }
+            else:
+                changed = profile
+            if not changed:
+                for slot, index in work.targets:
+                    self._fill(
+                        slot,
+                        index,
+                        self._result(slot, "upload", work.identity, Status.UNCHANGED, None, None),
+                    )
+                self._scheduler.answered(work, now)
+                continue
+            if len(changed) < len(profile):
+                work.payload = {**record, "profileData": changed}
+            left.append(work)
+        batch.works = left
+        batch.events = sum(work.events for work in left)
+        if not left:
+            self._emit_ready()
+        return bool(left)
+
+    def _remember(self, batch: Batch, outcomes: list[Outcome]) -> None:
+        """CleverTap took these records: what it now holds is what they said (or deleted)."""
+        memory = self._changes
+        assert memory is not None
+        taken = [work for work, outcome in zip(batch.works, outcomes, strict=False) if outcome.ok]
+        if not taken:
+            return
+        if batch.action is Action.UPLOAD:
+            memory.accepted(
+                [(work.identity, decoded(work.payload)["profileData"]) for work in taken]
+            )
+        else:
+            memory.forget([work.identity for work in taken])
 
     def _send(self, batch: Batch) -> None:
         """Runs on a worker thread: only talks to the sender, never touches bookkeeping."""
@@ -507,6 +593,8 @@ class Pipeline:
         action = str(batch.action)
         scheduler = self._scheduler
         now = time.monotonic()
+        if self._changes is not None:
+            self._remember(batch, outcomes)  # before the next records of these identities go
         for work, outcome in zip(batch.works, outcomes, strict=True):
             if outcome.ok:
                 keys = self._superseding_keys(work)

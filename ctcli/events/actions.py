@@ -346,6 +346,11 @@ def _is_operator(value: Mapping[str, Any]) -> bool:
     return len(value) == 1 and next(iter(value)) in _OPERATORS
 
 
+def is_operator(value: Any) -> bool:
+    """Whether an attribute value is an update operator ({"$incr": 1}, ...), applied, not set."""
+    return type(value) is dict and _is_operator(value)
+
+
 def _profile_value(value: Any, convert: bool) -> Any:
     """An attribute value in the shapes CleverTap stores: scalars, string arrays, operators."""
     if isinstance(value, str):

@@ -17,7 +17,7 @@ from ctcli.sandbox import Sandbox
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
-COMMANDS = ["configure", "upload", "delete", "replay", "sandbox", "version"]
+COMMANDS = ["configure", "upload", "delete", "replay", "sandbox", "changes", "version"]
 
 
 def help_of(*command: str) -> str:
