@@ -424,8 +424,8 @@ def test_summary_has_every_count_the_contract_names(env, tmp_path):
     )
     summary = json.loads(result.stdout)["summary"]
     assert set(summary) == {
-        "events", "ok", "failed", "invalid", "skipped", "dry-run", "superseded", "requests",
-        "retries", "seconds",
+        "events", "ok", "failed", "invalid", "skipped", "dry-run", "superseded", "unchanged",
+        "requests", "retries", "seconds",
         # what a person acts on: which run, when, and what went wrong by action and reason
         "run_id", "started_at", "finished_at", "by_action", "reasons",
     }  # fmt: skip
