@@ -46,6 +46,18 @@ def users() -> dict[str, dict]:
     }
 
 
+def applied(users: dict[str, dict]) -> dict[str, dict]:
+    """What CleverTap holds once the snapshot is applied: its traits as profile keys."""
+    return {
+        user: {"plan": t["plan"], "logins": t["logins"], "city": t["city"], "Email": t["email"]}
+        for user, t in users.items()
+    }
+
+
+def held(sandbox: Sandbox) -> dict[str, dict]:
+    return {user: profile["profileData"] for user, profile in sandbox.profiles().items()}
+
+
 def test_the_second_night_sends_exactly_the_changed_attributes_and_deletes_the_vanished(
     recording, tmp_path
 ):
@@ -54,7 +66,7 @@ def test_the_second_night_sends_exactly_the_changed_attributes_and_deletes_the_v
     first = night(snapshot(tmp_path / "day1.ndjson", today), db)
     assert first.exit_code == 0
     assert len(recording.records()) == ROWS  # the first night sends everything
-    recording.reset()
+    assert held(recording) == applied(today)
 
     changed = {f"u{n:04d}" for n in range(0, ROWS, 100)}  # 1%
     for user in changed:
@@ -64,10 +76,11 @@ def test_the_second_night_sends_exactly_the_changed_attributes_and_deletes_the_v
         snapshot(tmp_path / "day2.ndjson", today), db, "--delete-missing", "--max-deletes", "5"
     )
     assert second.exit_code == 0, second.stderr
-    sent = recording.records()
+    sent = recording.records()[ROWS:]
     assert sorted(record["identity"] for record in sent) == sorted(changed)
     assert all(record["profileData"] == {"plan": "pro"} for record in sent)
     assert recording.deleted() == ["u0555"]
+    assert held(recording) == applied(today)  # the account is the snapshot, applied
     rows = rows_of(second)
     statuses = [row["status"] for row in rows]
     assert statuses.count("unchanged") == ROWS - 1 - len(changed)
@@ -75,10 +88,10 @@ def test_the_second_night_sends_exactly_the_changed_attributes_and_deletes_the_v
     summary = json.loads(second.stderr.strip().splitlines()[-1])["summary"]
     assert summary["unchanged"] == ROWS - 1 - len(changed)
 
-    recording.reset()
+    uploads = recording.stats()["upload_requests"]
     third = night(snapshot(tmp_path / "day3.ndjson", today), db)
     assert third.exit_code == 0
-    assert recording.records() == [] and recording.stats()["upload_requests"] == 0
+    assert recording.stats()["upload_requests"] == uploads  # nothing changed: nothing sent
 
 
 def test_a_row_clevertap_refused_is_sent_again_the_next_night(recording, tmp_path):
@@ -118,3 +131,41 @@ def test_the_changes_command_shows_what_the_database_knows(recording, tmp_path):
     assert "u42@x.io" not in one.stdout  # fingerprints, never values
     unknown = invoke("changes", str(db), "--identity", "nobody")
     assert unknown.exit_code == 1 and "not known" in unknown.stdout
+
+
+def test_a_run_killed_mid_way_then_run_again_leaves_the_account_equal_to_the_snapshot(
+    recording, tmp_path
+):
+    import os
+    import signal
+    import subprocess
+
+    from tests.helpers import CTCLI
+
+    db = tmp_path / "changes.db"
+    today = users()
+    path = snapshot(tmp_path / "day.ndjson", today)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("CLEVERTAP_", "CTCLI_"))},
+        "CTCLI_CONFIG": str(tmp_path / "none.toml"),
+        "CLEVERTAP_ENDPOINT": recording.url,
+        "CLEVERTAP_PROJECT_ID": SANDBOX_PROJECT_ID,
+        "CLEVERTAP_PASSCODE": SANDBOX_PASSCODE,
+    }
+    argv = [*CTCLI, "upload", "-o", "ndjson", "--changes", str(db), "--batch-size", "100",
+            "--concurrency", "1", "--timeout", "60", path]  # fmt: skip
+    recording.set_faults(stall_request=4)  # the 4th request waits: the run is mid-way
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert recording.wait_held(1, timeout=60), "the run never got to its 4th request"
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    recording.clear_faults()
+    recording.release()
+    assert 0 < len(recording.profiles()) < ROWS  # killed part way
+    again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert held(recording) == applied(today)
