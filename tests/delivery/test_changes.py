@@ -311,7 +311,36 @@ print("done", flush=True)
 """
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.05, 0.2, 0.5])
+def kill_when(writer: subprocess.Popen[str], condition, timeout: float = 30.0) -> bool:
+    """SIGKILL `writer` as soon as `condition()` holds (polled every millisecond); whether
+    it held while the writer was still running."""
+    deadline = time.monotonic() + timeout
+    try:
+        while writer.poll() is None and time.monotonic() < deadline:
+            if condition():
+                return writer.poll() is None
+            time.sleep(0.001)
+        return False
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+
+
+def assert_all_or_none(path: str) -> int:
+    with Fingerprints(path) as prints:
+        db = sqlite3.connect(path)
+        try:
+            assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+            rows = db.execute("SELECT count(*) FROM fingerprints WHERE identity != 'before'")
+            count = rows.fetchone()[0]
+        finally:
+            db.close()
+        assert count in (0, 200000)
+        assert prints.known(["before"]) == {"before": {"a": fingerprint(1)}}
+        return count
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.2, 0.5])
 def test_a_killed_process_leaves_all_or_none_of_a_batch(tmp_path, delay):
     path = db_path(tmp_path)
     writer = start(CRASH_SCRIPT, path)
@@ -323,15 +352,19 @@ def test_a_killed_process_leaves_all_or_none_of_a_batch(tmp_path, delay):
     finally:
         writer.send_signal(signal.SIGKILL)
         writer.wait()
-    with Fingerprints(path) as prints:
-        db = sqlite3.connect(path)
-        try:
-            assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-            rows = db.execute("SELECT count(*) FROM fingerprints WHERE identity != 'before'")
-            assert rows.fetchone()[0] in (0, 200000)
-        finally:
-            db.close()
-        assert prints.known(["before"]) == {"before": {"a": fingerprint(1)}}
+    assert_all_or_none(path)
+
+
+def test_a_process_killed_while_writing_the_wal_leaves_none_of_the_batch(tmp_path):
+    path = db_path(tmp_path)
+    wal = Path(path + "-wal")
+    writer = start(CRASH_SCRIPT, path)
+    assert writer.stdout is not None
+    assert writer.stdout.readline().strip() == "ready"
+    start_size = wal.stat().st_size
+    # The batch is some 40 MB of pages: killed once 1 MB of it is in the WAL, before its end.
+    assert kill_when(writer, lambda: wal.stat().st_size > start_size + 1_000_000)
+    assert assert_all_or_none(path) == 0
 
 
 def test_size_per_identity(tmp_path):
