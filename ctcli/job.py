@@ -439,7 +439,7 @@ def execute(
                 watched=set(failed.failed_identities) if failed is not None else None,
                 show_records=settings.show_records,
                 changes=changes,
-                changes_run=changes_run,
+                changes_run=changes_run if settings.delete_missing else 0,
             ),
             stop=stop,
             on_idle=ledger.flush,

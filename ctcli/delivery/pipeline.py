@@ -62,7 +62,8 @@ class PipelineOptions:
     # --changes: what CleverTap accepted before, per identity and attribute; records are cut to
     # what changed when they are sent, and unchanged ones are not sent at all.
     changes: ChangeMemory | None = None
-    changes_run: int = 0  # the run number identities are marked seen in (--delete-missing)
+    # --delete-missing: the run number the identities read are marked seen in (0: not marked).
+    changes_run: int = 0
     now: Callable[[], float] = time.time
 
 
@@ -485,7 +486,8 @@ class Pipeline:
         memory = self._changes
         assert memory is not None
         identities = [work.identity for work in batch.works]
-        memory.seen(identities, self._changes_run)
+        if self._changes_run:
+            memory.seen(identities, self._changes_run)
         known = memory.known(identities)
         now = time.monotonic()
         left: list[Work] = []
