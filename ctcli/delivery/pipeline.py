@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from ctcli.delivery.ordering import Batch, Scheduler, Work, decoded
 from ctcli.errors import CredentialsRejected, Unreachable
 from ctcli.events.actions import is_operator as _is_operator
-from ctcli.events.prepare import Router, prepare
+from ctcli.events.prepare import Entry, Router, prepare
 from ctcli.models import Action, InputItem, Outcome, Result, Status
 
 CREDENTIALS_REFUSED = "credentials refused"
@@ -165,6 +165,7 @@ class Summary:
         }
 
 
+_SEEN_BATCH = 1000  # identities marked seen per statement
 _MAX_REASONS = 100  # kinds of failure kept apart; the rest are counted as "(other reasons)"
 
 
@@ -258,6 +259,7 @@ class Pipeline:
         self._watched = options.watched  # identities whose failures a later delivery supersedes
         self._changes = options.changes
         self._changes_run = options.changes_run
+        self._seen: list[str] = []  # identities read, not yet marked seen (--delete-missing)
         self._dry_run = options.dry_run
         # Why nothing more is sent: the credentials were refused, or CleverTap is out of reach.
         self._refused: CredentialsRejected | Unreachable | None = None
@@ -293,6 +295,7 @@ class Pipeline:
                 self.summary.interrupted = True
             self._drain()
             self._emit_ready()
+            self._flush_seen()
             aborted = False
         finally:
             if self._executor is not None:
@@ -409,6 +412,8 @@ class Pipeline:
             return
         slot = _Slot(item, [None] * len(entries), len(entries), kind, name)
         self._slots.append(slot)
+        if self._changes_run:
+            self._mark_seen(entries)
         for index, (action, identity, status, detail) in enumerate(entries):
             if status is Status.DRY_RUN and detail is not None:  # --show-records
                 result = self._result(slot, str(action), identity, status, None, None)
@@ -474,6 +479,19 @@ class Pipeline:
             self._in_flight += 1
             self._executor.submit(self._send, batch)
 
+    def _mark_seen(self, entries: list[Entry]) -> None:
+        """--delete-missing: every identity the snapshot names is present, whatever becomes of
+        its row (an invalid row does not make a profile vanish)."""
+        seen = self._seen
+        seen.extend(identity for _action, identity, _status, _detail in entries if identity)
+        if len(seen) >= _SEEN_BATCH:
+            self._flush_seen()
+
+    def _flush_seen(self) -> None:
+        if self._seen and self._changes is not None:
+            self._changes.seen(self._seen, self._changes_run)
+            self._seen.clear()
+
     def _only_what_changed(self, batch: Batch) -> bool:
         """Cut each record to the attributes CleverTap does not hold yet; settle unchanged ones.
 
@@ -486,8 +504,6 @@ class Pipeline:
         memory = self._changes
         assert memory is not None
         identities = [work.identity for work in batch.works]
-        if self._changes_run:
-            memory.seen(identities, self._changes_run)
         known = memory.known(identities)
         now = time.monotonic()
         left: list[Work] = []

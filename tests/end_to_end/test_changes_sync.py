@@ -169,3 +169,13 @@ def test_a_run_killed_mid_way_then_run_again_leaves_the_account_equal_to_the_sna
     again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
     assert held(recording) == applied(today)
+
+
+def test_a_row_that_turned_invalid_is_not_taken_for_a_missing_one(recording, tmp_path):
+    db = tmp_path / "changes.db"
+    today = users()
+    assert night(snapshot(tmp_path / "day1.ndjson", today), db).exit_code == 0
+    today["u0007"] = {**today["u0007"], "phone": "555"}  # refused before sending: invalid
+    result = night(snapshot(tmp_path / "day2.ndjson", today), db, "--delete-missing")
+    assert result.exit_code == 1  # the invalid row
+    assert recording.deleted() == []  # it is in the snapshot: its profile stays
