@@ -378,6 +378,8 @@ def execute(
             state.load()
         changes = None
         changes_run = 0
+        from ctcli.delivery.changes import whole_fingerprint
+
         if settings.changes_path:
             from ctcli.delivery.changes import Fingerprints
 
@@ -405,6 +407,7 @@ def execute(
                 return read_prepared(
                     name, router, send=not settings.dry_run, keep_events=keep_events,
                     start_offset=offset, start_line=line, keep_records=settings.show_records,
+                    whole_of=whole_fingerprint if settings.changes_path else None,
                 )  # fmt: skip
 
         items: Iterable[InputItem | None] = itertools.chain(

@@ -128,6 +128,37 @@ def _pack(attrs: Mapping[str, bytes]) -> bytes:
     return b"".join(parts)
 
 
+# A row also keeps the fingerprint of the whole record last accepted, under a name no
+# attribute has (it sorts first): most rows of a nightly snapshot are unchanged, and one hash
+# of the record then says so without a hash per attribute.
+WHOLE = "\x00record"
+
+
+def whole_fingerprint(data: Mapping[str, Any]) -> bytes | None:
+    """The fingerprint of a record's profileData as a whole; None when it holds an update
+    operator (what CleverTap makes of it is not known here)."""
+    if any(is_operator(value) for value in data.values()):
+        return None
+    return fingerprint(data)
+
+
+def holds_whole(blob: bytes, whole: bytes | None) -> bool:
+    """Whether a stored row's last accepted record had exactly this whole fingerprint."""
+    return (
+        whole is not None
+        and len(whole) == FINGERPRINT_BYTES
+        and blob.startswith(_WHOLE_PREFIX + whole)
+    )
+
+
+def unpack(blob: bytes) -> dict[str, bytes]:
+    """attribute -> fingerprint of a stored blob (see `known_packed`)."""
+    return _unpack(blob)
+
+
+_WHOLE_PREFIX = _EMPTY + _name_prefix(WHOLE)
+
+
 def _unpack(blob: bytes) -> dict[str, bytes]:
     if not blob or blob[0] != PACK_VERSION:
         raise ValueError(f"unknown packing version {blob[:1].hex() or 'none'}")
@@ -408,6 +439,17 @@ class Fingerprints:
 
     # -- fingerprints --------------------------------------------------------------------
 
+    def known_packed(self, identities: Sequence[str]) -> dict[str, bytes]:
+        """identity -> its stored blob, for those the database knows: most rows of a nightly
+        snapshot are unchanged, and one bytes comparison with `packed_fingerprints` says so."""
+        with self._mutex:
+            db = self._connection()
+            db.execute("BEGIN")
+            try:
+                return self._read(db, _unique(identities))
+            finally:
+                db.execute("COMMIT")
+
     def known(self, identities: Sequence[str]) -> dict[str, dict[str, bytes]]:
         """identity -> {attribute: fingerprint} for those of `identities` the database knows,
         read in a few statements however many there are (compare, then send what differs)."""
@@ -420,12 +462,18 @@ class Fingerprints:
                 db.execute("COMMIT")
         return {identity: self._decode(identity, blob) for identity, blob in rows.items()}
 
-    def accepted(self, records: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+    def accepted(
+        self,
+        records: Sequence[tuple[str, Mapping[str, Any]]],
+        wholes: Mapping[str, bytes | None] | None = None,
+    ) -> None:
         """Remember what CleverTap accepted: each attribute of each (identity, profileData)
         record gets the fingerprint of its value, but an update operator ({"$incr": 1}...)
         drops the attribute's fingerprint, since the value it leads to is not known here.
         Attributes a record does not name keep theirs. Records apply in order (the same
-        identity may come twice), all in one transaction."""
+        identity may come twice), all in one transaction. `wholes`: identity -> the whole
+        fingerprint of the full record read (the record sent may be cut to its changes), or
+        None to forget it."""
         if not records:
             return
         updates: list[tuple[str, dict[str, bytes | None]]] = []
@@ -433,6 +481,10 @@ class Fingerprints:
             changes: dict[str, bytes | None] = {}
             for name, value in profile.items():
                 changes[name] = None if is_operator(value) else fingerprint(value)
+            if wholes is not None and identity in wholes:
+                changes[WHOLE] = wholes[identity]
+            else:
+                changes[WHOLE] = None  # no longer the record it was
             updates.append((identity, changes))
         with self._transaction() as db:
             stored = self._read(db, _unique(identity for identity, _ in updates))
@@ -556,4 +608,4 @@ class Fingerprints:
         attrs = self.known([identity]).get(identity)
         if attrs is None:
             return None
-        return {name: print_.hex() for name, print_ in sorted(attrs.items())}
+        return {name: print_.hex() for name, print_ in sorted(attrs.items()) if name != WHOLE}

@@ -41,6 +41,8 @@ class Work:
     parts: list[Work] | None = None  # merged: the works it was made of, in input order
     alone: bool = False  # taken apart after a refusal: never merged again
     batch: Batch | None = None  # the batch that holds it while it is out
+    whole: bytes | None = None  # --changes: the fingerprint of the full record, as read
+    hashed: bool = False  # `whole` is computed (None then means: it holds an operator)
 
     @property
     def events(self) -> int:

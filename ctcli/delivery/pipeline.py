@@ -24,6 +24,7 @@ from ctcli.delivery.ordering import Batch, Scheduler, Work, decoded
 from ctcli.errors import CredentialsRejected, Unreachable
 from ctcli.events.actions import is_operator as _is_operator
 from ctcli.events.prepare import Entry, Router, prepare
+from ctcli.events.workers import Prehashed
 from ctcli.models import Action, InputItem, Outcome, Result, Status
 
 CREDENTIALS_REFUSED = "credentials refused"
@@ -182,9 +183,13 @@ def _count_field(status: Status) -> str:
 class ChangeMemory(Protocol):
     """What the pipeline needs of a fingerprint store (ctcli.delivery.changes.Fingerprints)."""
 
-    def known(self, identities: Sequence[str]) -> dict[str, dict[str, bytes]]: ...
+    def known_packed(self, identities: Sequence[str]) -> dict[str, bytes]: ...
 
-    def accepted(self, records: Sequence[tuple[str, Mapping[str, Any]]]) -> None: ...
+    def accepted(
+        self,
+        records: Sequence[tuple[str, Mapping[str, Any]]],
+        wholes: Mapping[str, bytes | None] | None = None,
+    ) -> None: ...
 
     def forget(self, identities: Sequence[str]) -> None: ...
 
@@ -426,7 +431,12 @@ class Pipeline:
                     self._refused_reason(),
                 )  # fmt: skip
             else:
-                work = Work(action, identity, detail, [(slot, index)])
+                if type(detail) is Prehashed:  # a worker's record, with its fingerprint
+                    work = Work(action, identity, detail.record, [(slot, index)])
+                    work.whole = detail.whole
+                    work.hashed = True
+                else:
+                    work = Work(action, identity, detail, [(slot, index)])
                 self._scheduler.add(work, time.monotonic())
                 continue
             self._fill(slot, index, result)
@@ -499,34 +509,36 @@ class Pipeline:
         each identity has its answer, so the memory is what CleverTap holds. False when
         nothing is left to send.
         """
-        from ctcli.delivery.changes import fingerprint
+        from ctcli.delivery.changes import fingerprint, holds_whole, unpack, whole_fingerprint
 
         memory = self._changes
         assert memory is not None
-        identities = [work.identity for work in batch.works]
-        known = memory.known(identities)
+        known = memory.known_packed([work.identity for work in batch.works])
         now = time.monotonic()
         left: list[Work] = []
         for work in batch.works:
-            prints = known.get(work.identity)
+            stored = known.get(work.identity)
+            if work.hashed and stored is not None and holds_whole(stored, work.whole):
+                self._settle_unchanged(work, now)  # not even decoded: most rows, most nights
+                continue
             record = decoded(work.payload)
             profile = record["profileData"]
-            if prints:
+            if not work.hashed or work.parts is not None:  # merged here: hashed anew
+                work.whole = whole_fingerprint(profile)
+                work.hashed = True
+            if stored is None:
+                changed = profile
+            elif holds_whole(stored, work.whole):
+                changed = {}  # the very record CleverTap took last time
+            else:
+                prints = unpack(stored)
                 changed = {
                     key: value
                     for key, value in profile.items()
                     if prints.get(key) != fingerprint(value) or _is_operator(value)
                 }
-            else:
-                changed = profile
             if not changed:
-                for slot, index in work.targets:
-                    self._fill(
-                        slot,
-                        index,
-                        self._result(slot, "upload", work.identity, Status.UNCHANGED, None, None),
-                    )
-                self._scheduler.answered(work, now)
+                self._settle_unchanged(work, now)
                 continue
             if len(changed) < len(profile):
                 work.payload = {**record, "profileData": changed}
@@ -537,6 +549,15 @@ class Pipeline:
             self._emit_ready()
         return bool(left)
 
+    def _settle_unchanged(self, work: Work, now: float) -> None:
+        for slot, index in work.targets:
+            self._fill(
+                slot,
+                index,
+                self._result(slot, "upload", work.identity, Status.UNCHANGED, None, None),
+            )
+        self._scheduler.answered(work, now)
+
     def _remember(self, batch: Batch, outcomes: list[Outcome]) -> None:
         """CleverTap took these records: what it now holds is what they said (or deleted)."""
         memory = self._changes
@@ -546,7 +567,8 @@ class Pipeline:
             return
         if batch.action is Action.UPLOAD:
             memory.accepted(
-                [(work.identity, decoded(work.payload)["profileData"]) for work in taken]
+                [(work.identity, decoded(work.payload)["profileData"]) for work in taken],
+                {work.identity: work.whole for work in taken},
             )
         else:
             memory.forget([work.identity for work in taken])

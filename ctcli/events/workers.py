@@ -19,8 +19,8 @@ import multiprocessing
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -35,6 +35,17 @@ _READ_ERROR = "read-error"
 _BUG = "bug"
 
 Router = Callable[[InputItem], Sequence[Any]]
+
+
+WholeOf = Callable[[Mapping[str, Any]], "bytes | None"]
+
+
+class Prehashed(NamedTuple):
+    """An upload record encoded by a worker, with the whole fingerprint of its profileData
+    (None when it holds an update operator): --changes compares that first."""
+
+    record: bytes
+    whole: bytes | None
 
 
 def worth_a_worker(name: str, *, streams: bool) -> bool:
@@ -61,11 +72,14 @@ def read_prepared(
     start_offset: int = 0,
     start_line: int = 0,
     keep_records: bool = False,
+    whole_of: WholeOf | None = None,
 ) -> Iterator[InputItem]:
     """The items of file `name`, read, routed and mapped in a worker process (`prepared` set).
 
     `keep_events`: the failed file may need each event, so it travels along, JSON-encoded.
     `keep_records`: a dry run shows the record each event would be (see `prepare`).
+    `whole_of`: --changes: each upload record comes with the fingerprint this gives of its
+    profileData (`Prehashed`), computed here rather than in the main process.
     """
     context = multiprocessing.get_context("fork")
     count = worker_count()
@@ -77,7 +91,7 @@ def read_prepared(
             worker = context.Process(
                 target=_work,
                 args=(sender, name, router, send, keep_events, start_offset, start_line,
-                      index, count, keep_records),
+                      index, count, keep_records, whole_of),
                 name=f"ctcli-parse-{index}",
                 daemon=True,
             )  # fmt: skip
@@ -136,6 +150,7 @@ def _work(
     index: int = 0,
     count: int = 1,
     keep_records: bool = False,
+    whole_of: WholeOf | None = None,
 ) -> None:
     # The main process handles Ctrl-C and SIGTERM and ends this one; a traceback from here
     # would only be noise on the terminal.
@@ -168,7 +183,12 @@ def _work(
             if type(entries) is list:
                 for at, (action, identity, status, detail) in enumerate(entries):
                     if status is None and action is Action.UPLOAD:
-                        entries[at] = (action, identity, None, _encode(detail))
+                        encoded = _encode(detail)
+                        if whole_of is not None:  # --changes: hashed here, off the main process
+                            whole = whole_of(detail["profileData"])
+                            entries[at] = (action, identity, None, Prehashed(encoded, whole))
+                        else:
+                            entries[at] = (action, identity, None, encoded)
             event_json = _encode(item.event) if keep_events and item.event is not None else None
             block.append(
                 (item.line, item.end_offset, item.file_line, item.error, item.raw,

@@ -386,3 +386,19 @@ def test_size_per_identity(tmp_path):
         f"\n{size} bytes for 100000 identities: {per_identity:.1f} per identity (budget {budget})"
     )
     assert per_identity < 0.8 * budget
+
+
+def test_the_whole_record_fingerprint_is_kept_beside_the_attributes(tmp_path):
+    from ctcli.delivery.changes import WHOLE, holds_whole, whole_fingerprint
+
+    record = {"plan": "pro", "logins": 3}
+    with Fingerprints(str(tmp_path / "w.db")) as store:
+        store.accepted([("u1", record)], {"u1": whole_fingerprint(record)})
+        (blob,) = store.known_packed(["u1"]).values()
+        assert holds_whole(blob, whole_fingerprint(record) or b"")
+        assert not holds_whole(blob, whole_fingerprint({"plan": "free", "logins": 3}) or b"")
+        assert WHOLE not in (store.describe("u1") or {})  # not an attribute
+        store.accepted([("u1", {"logins": {"$incr": 1}})])  # an operator: the record is unknown
+        (blob,) = store.known_packed(["u1"]).values()
+        assert not holds_whole(blob, whole_fingerprint(record) or b"")
+    assert whole_fingerprint({"visits": {"$incr": 1}}) is None

@@ -58,9 +58,13 @@ def held(sandbox: Sandbox) -> dict[str, dict]:
     return {user: profile["profileData"] for user, profile in sandbox.profiles().items()}
 
 
+@pytest.mark.parametrize("workers", [False, True], ids=["one process", "parse workers"])
 def test_the_second_night_sends_exactly_the_changed_attributes_and_deletes_the_vanished(
-    recording, tmp_path
+    recording, tmp_path, monkeypatch, workers
 ):
+    import ctcli.events.workers
+
+    monkeypatch.setattr(ctcli.events.workers, "MIN_FILE_BYTES", 0 if workers else 1 << 60)
     db = tmp_path / "changes.db"
     today = users()
     first = night(snapshot(tmp_path / "day1.ndjson", today), db)
