@@ -40,6 +40,10 @@ properties) and the bad phones are `invalid` there, and every baseline skips the
   alongside for context. Reported: events/s, its share of the ideal `concurrency x 1000 / 0.2`
   events/s, and the sandbox's batch sizes (all must be full but the last).
 - start-up: `ctcli --version` and `ctcli --help` versus `python -c "import typer"`, median of 10.
+- --changes: a snapshot of --changes-rows (default 1,000,000) distinct users; a first night
+  `ctcli upload --changes DB` sends everything to a sandbox; then the second night over the
+  same snapshot (every row unchanged: it must send nothing) versus `upload --dry-run` of it,
+  ABBA; and the DB's size per identity.
 
 Sides alternate in ABBA order (ctcli, Python, Node, then Node, Python, ctcli, ...) so that they
 share the machine's noise fairly. LIMITS are the goals; a run that misses one prints FAIL, and
@@ -89,6 +93,7 @@ LIMITS = {
     "version": 1.5,
     "help": 1.5,
     "far_share_15": 0.8,  # at least this share of concurrency x 1000 / latency events/s
+    "changes_vs_dry": 1.5,  # --changes over an unchanged snapshot vs a dry run of it
 }
 
 # The Python baseline, written next to the data and run with the venv's python. It must not
@@ -786,6 +791,56 @@ def measure_startup(env: dict[str, str], workdir: Path) -> dict[str, list[float]
     return times
 
 
+def measure_changes(args: argparse.Namespace, workdir: Path, env: dict[str, str]) -> dict:
+    """--changes: a second night over an unchanged snapshot, against a dry run of it."""
+    data = workdir / f"snapshot-{args.changes_rows}.ndjson"
+    progress(f"--changes: generating a snapshot of {args.changes_rows:,} distinct users ...")
+    counts = generate(data, args.changes_rows, SEED + 2, distinct=True)
+    db = workdir / "changes.db"
+    log = workdir / "stderr.log"
+    result: dict = {"rows": args.changes_rows, "second": [], "dry": []}
+    sandbox = SandboxProcess(workdir, env)
+    try:
+        net_env = sandbox.env(env)
+        sandbox.reset()
+        first = run_ctcli(
+            [CTCLI, "upload", str(data), "-o", "ndjson", "--changes", str(db)],
+            net_env, log, counts, "ok",
+        )  # fmt: skip
+        check_delivery(sandbox, "ctcli --changes first night", counts)
+        result["first"] = first.seconds
+        progress(f"  first night (everything sent) {first.seconds:7.2f} s")
+
+        def second_night() -> None:
+            argv = [CTCLI, "upload", str(data), "-o", "ndjson", "--changes", str(db)]
+            run = run_process(argv, net_env, log)
+            summary = ctcli_summary(log)
+            if summary.get("unchanged") != counts.events or summary.get("requests") != 0:
+                raise RuntimeError(f"--changes second night sent something: {summary}")
+            result["second"].append(run.seconds)
+            progress(f"  second night (all unchanged) {run.seconds:7.2f} s")
+
+        def dry_run() -> None:
+            argv = [CTCLI, "upload", "--dry-run", "-o", "ndjson", str(data)]
+            run = run_ctcli(argv, env, log, counts, "dry-run")
+            result["dry"].append(run.seconds)
+            progress(f"  dry run                      {run.seconds:7.2f} s")
+
+        for index in range(args.runs):
+            abba(index, [second_night, dry_run])
+    finally:
+        sandbox.stop()
+    size = sum(
+        path.stat().st_size for path in workdir.iterdir() if path.name.startswith("changes.db")
+    )
+    result["db_bytes_per_identity"] = size / counts.events
+    result["ratio"] = median(result["second"]) / median(result["dry"])
+    result["limit"] = LIMITS["changes_vs_dry"]
+    result["pass"] = result["ratio"] <= LIMITS["changes_vs_dry"]
+    data.unlink()
+    return result
+
+
 def measure_rss(args: argparse.Namespace, workdir: Path, env: dict[str, str]) -> dict:
     big = workdir / f"events-{args.rss_events}.ndjson"
     log = workdir / "stderr.log"
@@ -1004,6 +1059,17 @@ def print_table(report: dict) -> None:
                 f" {r['ctcli_share']:>6.2f} {r['base_eps']:>8,.0f} {r['base_share']:>6.2f}"
                 f" {limit:>7}  {result:<6}  {batches}\n"
             )
+    changes = report.get("changes")
+    if changes is None:
+        out.write("\n--changes: skipped (--skip-changes)\n")
+    else:
+        out.write(
+            f"\n--changes, {changes['rows']:,}-row snapshot: second night (all unchanged)"
+            f" {median(changes['second']):.2f} s vs dry run {median(changes['dry']):.2f} s ="
+            f" {changes['ratio']:.2f} (<= {changes['limit']:g}: {verdict(changes['pass'])});"
+            f" first night {changes['first']:.2f} s;"
+            f" DB {changes['db_bytes_per_identity']:.0f} bytes per identity\n"
+        )
     out.write("\nsamples (s):\n")
     for name, values in report["samples"].items():
         out.write(f"  {name:<15} " + " ".join(f"{v:.3f}" for v in values) + "\n")
@@ -1024,6 +1090,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--far-events", type=int, default=100_000, help="events of the far-region runs"
     )
     parser.add_argument("--skip-far", action="store_true", help="skip the far-region runs")
+    parser.add_argument(
+        "--changes-rows", type=int, default=1_000_000, help="rows of the --changes snapshot"
+    )
+    parser.add_argument("--skip-changes", action="store_true", help="skip the --changes runs")
     parser.add_argument(
         "--skip-node", action="store_true", help="skip CleverTap's Node library baseline"
     )
@@ -1056,9 +1126,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress("start-up ...")
         startup = measure_startup(env, workdir)
         rss_big = None if args.skip_rss else measure_rss(args, workdir, env)
+        changes = None if args.skip_changes else measure_changes(args, workdir, env)
         report = build_report(
             args, data.stat().st_size, counts, pipeline, startup, rss_big, far, node_note
         )
+        report["changes"] = changes
+        if changes is not None:
+            report["samples"]["changes_second"] = changes["second"]
+            report["samples"]["changes_dry"] = changes["dry"]
+            if not changes["pass"]:
+                report["failures"].append("--changes second night vs dry run")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     if args.json:
