@@ -6,8 +6,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from ctcli.sandbox import Sandbox
+
+# Shared 2-core machines are noisy: a slow first draw is the machine, not the strategy. No
+# deadlines either: tests here assert behaviour, never time.
+settings.register_profile("ctcli", suppress_health_check=[HealthCheck.too_slow], deadline=None)
+settings.load_profile("ctcli")
 
 SANDBOX_PROJECT_ID = "TEST-ACC"
 SANDBOX_PASSCODE = "test-passcode"
