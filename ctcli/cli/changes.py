@@ -38,7 +38,7 @@ def changes(
             attributes = store.describe(identity)
             if attributes is None:
                 typer.echo(f"{escape_controls(identity)}: not known (sent in full next time)")
-                raise typer.Exit(1)
+                return
             typer.echo(f"{escape_controls(identity)}: {len(attributes)} attributes")
             for name, print_ in attributes.items():
                 typer.echo(f"  {escape_controls(name):<30} {print_}")
