@@ -437,6 +437,7 @@ def execute(
                 concurrency=settings.concurrency,
                 dry_run=settings.dry_run,
                 default_action=default_action,
+                single_action=default_action,
                 keep_events=keep_events,  # only the failed file needs them once mapped
                 # A copy: the pipeline adds failures when known, the failed file when written.
                 watched=set(failed.failed_identities) if failed is not None else None,

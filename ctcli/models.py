@@ -75,12 +75,7 @@ class Result(NamedTuple):
     record: Any = None
 
     def to_dict(self) -> dict[str, Any]:
-        if self.record is not None:
-            return {**self._common(), "record": self.record}
-        return self._common()
-
-    def _common(self) -> dict[str, Any]:
-        return {
+        data = {
             "source": self.source,
             "line": self.line,
             "type": self.type,
@@ -91,6 +86,9 @@ class Result(NamedTuple):
             "code": self.code,
             "error": self.error,
         }
+        if self.record is not None:
+            data["record"] = self.record
+        return data
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,6 +60,7 @@ class PipelineOptions:
     # supersedes. None: nobody is keeping failures (no failed file).
     watched: set[str] | None = None
     show_records: bool = False  # a dry run's results carry the record each event would be
+    single_action: str | None = None  # every result has this action (upload, delete)
     # --changes: what CleverTap accepted before, per identity and attribute; records are cut to
     # what changed when they are sent, and unchanged ones are not sent at all.
     changes: ChangeMemory | None = None
@@ -272,6 +273,8 @@ class Pipeline:
         self.summary = Summary()
         self._counts = dict.fromkeys(Status, 0)  # per result status, copied into the summary
         self._action_counts: Counter[tuple[str | None, Status]] = Counter()
+        # upload and delete: every result has the one action, so its counts are the statuses'
+        self._single_action = options.single_action
         self._reasons: dict[tuple[Status, str], Reason] = {}
 
     # -- the run ----------------------------------------------------------------------------
@@ -330,6 +333,13 @@ class Pipeline:
         return self.summary
 
     def _summarise_by_action_and_reason(self) -> None:
+        if self._single_action is not None:
+            counted = {str(status): n for status, n in self._counts.items() if n}
+            self.summary.by_action = {self._single_action: counted} if counted else {}
+            self.summary.reasons = sorted(
+                self._reasons.values(), key=lambda reason: (-reason.count, reason.text)
+            )
+            return
         by_action: dict[str, dict[str, int]] = {}
         order = {status: position for position, status in enumerate(Status)}
         pairs = sorted(self._action_counts.items(), key=lambda p: (str(p[0][0]), order[p[0][1]]))
@@ -729,13 +739,15 @@ class Pipeline:
         sink = self._sink
         counts = self._counts
         pairs = self._action_counts
+        single = self._single_action
         while slots and slots[0].pending == 0:
             slot = slots.popleft()
             results = slot.results
             for result in results:
                 status = result.status  # type: ignore[union-attr]
                 counts[status] += 1
-                pairs[(result.action, status)] += 1  # type: ignore[union-attr]
+                if single is None:  # several actions: counted apart (else: from `counts`)
+                    pairs[(result.action, status)] += 1  # type: ignore[union-attr]
                 if status is Status.FAILED or status is Status.INVALID:
                     self._note_reason(result)  # type: ignore[arg-type]
             sink(slot.item, results)  # type: ignore[arg-type]
