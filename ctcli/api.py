@@ -59,6 +59,8 @@ class FrontEnd:
     note: Callable[[str], object] = _log.info
     stdin: BinaryIO | None = None
     first: Sequence[InputItem] = ()
+    # --delete-missing: asked with how many profiles would go, before any goes (a terminal).
+    confirm_deletes: Callable[[int], bool] | None = None
 
 
 def upload(source: Source, **options: Any) -> Summary:
@@ -180,6 +182,7 @@ def run(
         stdin=front.stdin,
         warn=front.warn,
         note=front.note,
+        confirm_deletes=front.confirm_deletes,
     )
 
 

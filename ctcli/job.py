@@ -344,6 +344,7 @@ def execute(
     stdin: BinaryIO | None = None,
     warn: Callable[[str], object] = lambda message: print(message, file=sys.stderr),
     note: Callable[[str], object] | None = None,
+    confirm_deletes: Callable[[int], bool] | None = None,
 ) -> Summary:
     """Run one command end to end and return its summary; results go to `sink` in order.
 
@@ -465,7 +466,9 @@ def execute(
                     f"snapshot, more than --max-deletes {settings.max_deletes} allows "
                     f"({allowed:,}): nothing deleted"
                 )
-            if missing:
+            if missing and confirm_deletes is not None and not confirm_deletes(len(missing)):
+                note(f"--delete-missing: {len(missing):,} profiles not deleted (not confirmed)")
+            elif missing:
                 _delete_missing(missing, settings, sender, ledger, stop, changes, summary)
         changes.end_run(changes_run, complete=complete)
         return summary

@@ -275,6 +275,7 @@ def _run(
         warn=lambda message: say(f"warning: {message}"),
         note=say,
         first=arg_items,
+        confirm_deletes=_ask_before_deleting if common.environment.stdin_isatty else None,
     )
     _tune_garbage_collector()
     try:
@@ -334,6 +335,17 @@ def _show_backoffs(say: Callable[[str], None]) -> None:
     log = logging.getLogger("ctcli.backoff")
     log.handlers[:] = [_Say()]
     log.propagate = False
+
+
+def _ask_before_deleting(count: int) -> bool:
+    """On a terminal, --delete-missing asks before it deletes (within --max-deletes)."""
+    try:
+        return typer.confirm(
+            f"Delete {count:,} profiles that this snapshot no longer has?", default=False, err=True
+        )
+    except typer.Abort:  # Ctrl-D or Ctrl-C at the prompt: the same as no
+        sys.stderr.write("\n")
+        return False
 
 
 def _screen_rows(environment: Environment) -> int | None:

@@ -183,3 +183,21 @@ def test_a_row_that_turned_invalid_is_not_taken_for_a_missing_one(recording, tmp
     result = night(snapshot(tmp_path / "day2.ndjson", today), db, "--delete-missing")
     assert result.exit_code == 1  # the invalid row
     assert recording.deleted() == []  # it is in the snapshot: its profile stays
+
+
+@pytest.mark.parametrize(("answer", "deleted"), [("n\n", []), ("y\n", ["u0555"])])
+def test_on_a_terminal_delete_missing_asks_first(recording, tmp_path, answer, deleted):
+    from ctcli.cli.environment import Environment
+
+    db = tmp_path / "changes.db"
+    today = users()
+    assert night(snapshot(tmp_path / "day1.ndjson", today), db).exit_code == 0
+    del today["u0555"]
+    result = invoke(
+        "upload", "-o", "ndjson", "--changes", str(db), "--delete-missing",
+        snapshot(tmp_path / "day2.ndjson", today),
+        input=answer, environment=Environment(stdin_isatty=True),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert "Delete 1 profiles that this snapshot no longer has?" in result.stderr
+    assert recording.deleted() == deleted
