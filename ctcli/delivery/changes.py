@@ -45,6 +45,7 @@ from typing import Any
 
 import orjson
 
+from ctcli.delivery.checkpoints import require_directory
 from ctcli.errors import ConfigError, StateLocked
 
 FINGERPRINT_BYTES = 8
@@ -293,19 +294,7 @@ class Fingerprints:
         self.close()
 
     def _check_directory(self) -> None:
-        directory = self._real.parent
-        try:
-            info = os.stat(directory)
-        except FileNotFoundError:
-            raise ConfigError(
-                f"{_WHAT} '{self._shown}': directory '{self._shown.parent}' does not exist"
-            ) from None
-        except OSError as exc:
-            raise ConfigError(
-                f"{_WHAT} '{self._shown}': cannot use its directory: {exc.strerror}"
-            ) from None
-        if not stat.S_ISDIR(info.st_mode):
-            raise ConfigError(f"{_WHAT} '{self._shown}': '{self._shown.parent}' is not a directory")
+        require_directory(self._real.parent, self._shown, _WHAT)
         _refuse_symlink(self._real, self._shown)
 
     def _lock(self) -> None:

@@ -71,19 +71,16 @@ def _resolve_directory(path: Path) -> Path:
     return Path(os.path.realpath(path.parent)) / path.name
 
 
-def _require_directory(directory: Path, shown: Path) -> None:
+def require_directory(directory: Path, shown: Path, what: str = "state file") -> None:
+    """The directory a file of ours goes in exists and is one; else one line naming `what`."""
     try:
         info = os.stat(directory)
     except FileNotFoundError:
-        raise ConfigError(
-            f"state file '{shown}': directory '{shown.parent}' does not exist"
-        ) from None
+        raise ConfigError(f"{what} '{shown}': directory '{shown.parent}' does not exist") from None
     except OSError as exc:
-        raise ConfigError(
-            f"state file '{shown}': cannot use its directory: {exc.strerror}"
-        ) from None
+        raise ConfigError(f"{what} '{shown}': cannot use its directory: {exc.strerror}") from None
     if not stat.S_ISDIR(info.st_mode):
-        raise ConfigError(f"state file '{shown}': '{shown.parent}' is not a directory")
+        raise ConfigError(f"{what} '{shown}': '{shown.parent}' is not a directory")
 
 
 def _require_writable_directory(directory: Path, shown: Path) -> None:
@@ -167,7 +164,7 @@ class StateFile:
         """Raise ConfigError now, before anything is sent, if the checkpoint could not be read
         or saved later: its directory must exist and be writable, and the state file, if there
         is one, must be a regular file (not a symlink) that can be read."""
-        _require_directory(self._real.parent, self.path)
+        require_directory(self._real.parent, self.path)
         _require_writable_directory(self._real.parent, self.path)
         fd = self._open_state()
         if fd is not None:
