@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import functools
 import hashlib
 import json
@@ -45,8 +44,8 @@ from typing import Any
 
 import orjson
 
-from ctcli.delivery.checkpoints import require_directory
-from ctcli.errors import ConfigError, StateLocked
+from ctcli.delivery.checkpoints import hold_lock, require_directory
+from ctcli.errors import ConfigError
 
 FINGERPRINT_BYTES = 8
 PACK_VERSION = 1  # the first byte of every `attrs` blob
@@ -304,20 +303,7 @@ class Fingerprints:
         if os.fstat(fd).st_nlink > 1:  # the lock file is truncated: so would its other names
             os.close(fd)
             raise ConfigError(f"lock file '{shown}' has other hard links; remove it")
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            holder = os.pread(fd, 64, 0).decode("ascii", "replace").partition("\n")[0].strip()
-            os.close(fd)
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise ConfigError(f"cannot lock '{shown}': {exc.strerror}") from None
-            raise StateLocked(
-                f"{_WHAT} '{self._shown}' is in use by another ctcli run "
-                f"(pid {holder or 'unknown'}); wait for it to finish"
-            ) from None
-        pid = f"{os.getpid()}\n".encode()  # over the old pid, then cut: a reader sees one line
-        os.pwrite(fd, pid, 0)
-        os.ftruncate(fd, len(pid))
+        hold_lock(fd, shown, f"{_WHAT} '{self._shown}'")
         self._lock_fd = fd
 
     def _unlock(self) -> None:

@@ -71,6 +71,26 @@ def _resolve_directory(path: Path) -> Path:
     return Path(os.path.realpath(path.parent)) / path.name
 
 
+def hold_lock(fd: int, shown: Path, what: str) -> None:
+    """Take the flock of an open lock file and write our pid in it, or close it and fail at
+    once (StateLocked) naming the pid of the run that holds it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = os.pread(fd, 64, 0).decode("ascii", "replace").partition("\n")[0].strip()
+        os.close(fd)
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise ConfigError(f"cannot lock '{shown}': {exc.strerror}") from None
+        raise StateLocked(
+            f"{what} is in use by another ctcli run (pid {holder or 'unknown'}); "
+            "wait for it to finish"
+        ) from None
+    # Write the pid over the old one, then cut what is left: a reader sees a whole line.
+    pid = f"{os.getpid()}\n".encode()
+    os.pwrite(fd, pid, 0)
+    os.ftruncate(fd, len(pid))
+
+
 def require_directory(directory: Path, shown: Path, what: str = "state file") -> None:
     """The directory a file of ours goes in exists and is one; else one line naming `what`."""
     try:
@@ -183,21 +203,7 @@ class StateFile:
             error = _symlink_error(exc, "lock file", shown)
             raise error or ConfigError(f"cannot open lock file '{shown}': {exc.strerror}") from None
         _require_single_link(fd, shown)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            holder = os.pread(fd, 64, 0).decode("ascii", "replace").partition("\n")[0].strip()
-            os.close(fd)
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise ConfigError(f"cannot lock '{shown}': {exc.strerror}") from None
-            raise StateLocked(
-                f"state file '{self.path}' is in use by another ctcli run "
-                f"(pid {holder or 'unknown'}); wait for it to finish"
-            ) from None
-        # Write the pid over the old one, then cut what is left: a reader sees a whole line.
-        pid = f"{os.getpid()}\n".encode()
-        os.pwrite(fd, pid, 0)
-        os.ftruncate(fd, len(pid))
+        hold_lock(fd, shown, f"state file '{self.path}'")
         self._lock_fd = fd
 
     def unlock(self) -> None:
