@@ -44,7 +44,7 @@ from typing import Any
 
 import orjson
 
-from ctcli.delivery.checkpoints import hold_lock, require_directory
+from ctcli.delivery.checkpoints import hold_lock, require_directory, require_regular_or_absent
 from ctcli.errors import ConfigError
 
 FINGERPRINT_BYTES = 8
@@ -204,19 +204,10 @@ def _unique(identities: Iterable[str]) -> list[str]:
 
 def _refuse_symlink(path: Path, shown: Path) -> None:
     """Refuse anything at `path` but a regular file (or nothing), without opening it."""
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise ConfigError(f"cannot use {_WHAT} file '{shown}': {exc.strerror}") from None
-    if stat.S_ISLNK(info.st_mode):
-        # Followed, a planted symlink would have ctcli write wherever it points.
-        raise ConfigError(f"{_WHAT} file '{shown}' is a symlink, which ctcli does not follow")
-    if stat.S_ISDIR(info.st_mode):
-        raise ConfigError(f"{_WHAT} '{shown}' is a directory; name a file in it")
-    if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(f"{_WHAT} file '{shown}' is not a regular file; move it away")
+    require_regular_or_absent(
+        path, f"{_WHAT} file", shown,
+        directory_hint=f"{_WHAT} '{shown}' is a directory; name a file in it",
+    )  # fmt: skip
 
 
 def _open_private(path: Path, shown: Path) -> int:

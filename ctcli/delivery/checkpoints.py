@@ -116,8 +116,13 @@ def _require_writable_directory(directory: Path, shown: Path) -> None:
         ) from None
 
 
-def _require_regular_or_absent(path: Path, what: str, shown: Path) -> None:
-    """Refuse, without opening it, anything at `path` but a regular file (a symlink too)."""
+def require_regular_or_absent(
+    path: Path, what: str, shown: Path, *, directory_hint: str | None = None
+) -> None:
+    """Refuse, without opening it, anything at `path` but a regular file (a symlink too).
+
+    `directory_hint`: what to say when a directory stands there (else: not a regular file).
+    """
     try:
         info = os.lstat(path)
     except FileNotFoundError:
@@ -126,6 +131,8 @@ def _require_regular_or_absent(path: Path, what: str, shown: Path) -> None:
         raise ConfigError(f"cannot use {what} '{shown}': {exc.strerror}") from None
     if stat.S_ISLNK(info.st_mode):
         raise _symlink_refused(what, shown)
+    if directory_hint is not None and stat.S_ISDIR(info.st_mode):
+        raise ConfigError(directory_hint)
     if not stat.S_ISREG(info.st_mode):
         raise ConfigError(f"{what} '{shown}' is not a regular file; move it away")
 
@@ -133,7 +140,7 @@ def _require_regular_or_absent(path: Path, what: str, shown: Path) -> None:
 def _open_nofollow(path: Path, flags: int, what: str, shown: Path) -> int:
     """Open `path` without following a final symlink and without blocking on a FIFO; raise
     ConfigError unless what was opened is a regular file."""
-    _require_regular_or_absent(path, what, shown)
+    require_regular_or_absent(path, what, shown)
     fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
     # Checked on what was opened: the path may have been swapped since the lstat.
     if not stat.S_ISREG(os.fstat(fd).st_mode):
